@@ -1,0 +1,159 @@
+//! Agents: list, search, create, read, update and delete.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::store::Agent;
+use crate::AppState;
+
+const NAME_MAX: usize = 100;
+const DESCRIPTION_MAX: usize = 2_000;
+const INSTRUCTIONS_MAX: usize = 32_000;
+const MODEL_MAX: usize = 200;
+
+/// The fields of an agent a client sets. On update, omitted fields keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInput {
+    /// 1 to 100 characters.
+    pub name: Option<String>,
+    /// Up to 2,000 characters.
+    pub description: Option<String>,
+    /// The system prompt the agent answers with; up to 32,000 characters.
+    pub instructions: Option<String>,
+    /// The model to use instead of the server's default; `null` to use the default.
+    pub model: Option<String>,
+}
+
+impl RequestBody for AgentInput {
+    const FIELDS: &'static [&'static str] = &["name", "description", "instructions", "model"];
+}
+
+fn check_len(errors: &mut FieldErrors, field: &str, value: Option<&str>, min: usize, max: usize) {
+    if let Some(v) = value {
+        let n = v.chars().count();
+        if n < min || n > max {
+            errors.add(field, format!("must be {min} to {max} characters long"));
+        }
+        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            errors.add(field, "must not contain control characters");
+        }
+    }
+}
+
+impl AgentInput {
+    fn validate(&self, creating: bool) -> Result<()> {
+        let mut errors = FieldErrors::default();
+        if creating && self.name.is_none() {
+            errors.add("name", "is required");
+        }
+        check_len(&mut errors, "name", self.name.as_deref().map(str::trim), 1, NAME_MAX);
+        check_len(&mut errors, "description", self.description.as_deref(), 0, DESCRIPTION_MAX);
+        check_len(&mut errors, "instructions", self.instructions.as_deref(), 0, INSTRUCTIONS_MAX);
+        check_len(&mut errors, "model", self.model.as_deref(), 1, MODEL_MAX);
+        errors.check()
+    }
+
+    fn apply(self, agent: &mut Agent) {
+        if let Some(name) = self.name {
+            agent.name = name.trim().to_owned();
+        }
+        if let Some(d) = self.description {
+            agent.description = d;
+        }
+        if let Some(i) = self.instructions {
+            agent.instructions = i;
+        }
+        agent.model = self.model.or(agent.model.take());
+    }
+}
+
+/// List or search the organization's agents, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/Agent", tag = "Agent",
+    params(
+        ("Search" = Option<String>, Query, description = "Case-insensitive text in the name or description"),
+        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+    ),
+    responses((status = 200, body = List<Agent>)),
+)]
+async fn list_agents(State(state): State<AppState>, caller: Caller, params: Params) -> Result<Json<List<Agent>>> {
+    let mut errors = FieldErrors::default();
+    let page = params.page(&mut errors);
+    errors.check()?;
+    let listed = state.store.list_agents(caller.org_id, params.text("Search"), page).await?;
+    Ok(Json(List::new(listed, page)))
+}
+
+/// Create an agent.
+#[utoipa::path(
+    post, path = "/api/v1/Agent", tag = "Agent",
+    request_body = AgentInput,
+    responses((status = 201, body = Agent)),
+)]
+async fn create_agent(State(state): State<AppState>, caller: Caller, ApiJson(input): ApiJson<AgentInput>) -> Result<Response> {
+    input.validate(true)?;
+    let now = Timestamp::now();
+    let mut agent = Agent {
+        id: uuid::Uuid::now_v7(),
+        name: String::new(),
+        description: String::new(),
+        instructions: String::new(),
+        model: None,
+        created_at: now,
+        updated_at: now,
+    };
+    input.apply(&mut agent);
+    state.store.create_agent(caller.org_id, &agent, caller.audit("agent.created", agent.id)).await?;
+    Ok(audited((StatusCode::CREATED, Json(agent))))
+}
+
+/// Get one agent.
+#[utoipa::path(get, path = "/api/v1/Agent/{agentId}", tag = "Agent",
+    params(("agentId" = uuid::Uuid, Path)), responses((status = 200, body = Agent)))]
+async fn get_agent(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> Result<Json<Agent>> {
+    Ok(Json(state.store.get_agent(caller.org_id, id).await?))
+}
+
+/// Update an agent. Fields left out keep their current value.
+#[utoipa::path(put, path = "/api/v1/Agent/{agentId}", tag = "Agent",
+    params(("agentId" = uuid::Uuid, Path)), request_body = AgentInput, responses((status = 200, body = Agent)))]
+async fn update_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<AgentInput>,
+) -> Result<Response> {
+    input.validate(false)?;
+    let mut agent = state.store.get_agent(caller.org_id, id).await?;
+    input.apply(&mut agent);
+    agent.updated_at = Timestamp::now();
+    state.store.update_agent(caller.org_id, &agent, caller.audit("agent.updated", agent.id)).await?;
+    Ok(audited(Json(agent)))
+}
+
+/// Delete an agent.
+#[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", tag = "Agent",
+    params(("agentId" = uuid::Uuid, Path)), responses((status = 204)))]
+async fn delete_agent(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> Result<Response> {
+    state.store.delete_agent(caller.org_id, id, caller.audit("agent.deleted", id)).await?;
+    Ok(audited(StatusCode::NO_CONTENT))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+}
+

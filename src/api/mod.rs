@@ -1,0 +1,183 @@
+//! The External API and the server's own endpoints, assembled into one router.
+//!
+//! Routes are declared with utoipa-axum, so the router and the OpenAPI document come from
+//! the same list.
+
+mod agent;
+mod audit_log;
+mod me;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{middleware, Json, Router};
+use serde::Serialize;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::auth::{authenticate, Audited};
+use crate::error::{ApiError, Problem};
+use crate::http::{context, MAX_JSON_BYTES};
+use crate::AppState;
+
+/// A UUID in the path; anything else names nothing, so it is a 404 like a missing object.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        Uuid::try_parse(&raw).map(PathId).map_err(|_| ApiError::not_found())
+    }
+}
+
+/// Marks a response whose audit entry was written with the change it reports.
+pub fn audited(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(Audited);
+    response
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Siesta External API", description = "Work with one organization's agents, tasks, files and audit data."),
+    modifiers(&SecurityAddon),
+    components(schemas(Problem)),
+    security(("ApiKey" = [], "OrgId" = [])),
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "ApiKey",
+            SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "Your integration's API key (sai_live_… or sai_test_…).",
+            ))),
+        );
+        components.add_security_scheme(
+            "OrgId",
+            SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::with_description(
+                "X-Org-Id",
+                "The id of the organization the key belongs to.",
+            ))),
+        );
+    }
+}
+
+/// The External API's routes and its OpenAPI document.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    OpenApiRouter::with_openapi(doc)
+        .merge(me::router())
+        .merge(agent::router())
+        .merge(audit_log::router())
+        .split_for_parts()
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    database: &'static str,
+}
+
+/// `GET /readyz`: the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(Readiness { status: "ready", database: "ok" }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            let body = Readiness { status: "unavailable", database: "unreachable" };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+}
+
+async fn unknown_api_path() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn auth_gate(state: State<AppState>, request: axum::extract::Request, next: middleware::Next) -> Response {
+    let path = request.uri().path();
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        authenticate(state, request, next).await
+    } else {
+        next.run(request).await
+    }
+}
+
+fn cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state.settings.cors_origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-org-id"),
+            HeaderName::from_static("x-request-id"),
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// The whole application: API, documents, health, metrics, and the shared middleware.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = api();
+    let doc = std::sync::Arc::new(doc);
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            HeaderName::from_static("x-api-key"),
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(middleware::from_fn_with_state(state.clone(), context))
+        .layer(cors(&state))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.settings.request_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), auth_gate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
+    api.route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(unknown_api_path)
+        .layer(layers)
+        .with_state(state)
+}

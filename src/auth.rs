@@ -1,0 +1,368 @@
+//! Authentication of `/api/v1` requests, in the order the contract gives.
+//!
+//! The hot path is: checksum, SHA-256, the in-process cache of verified keys, org check,
+//! rate limit. A cached key costs no database read, and no request costs a database write:
+//! last use and the request's audit entry go to the [`Recorder`](crate::recorder::Recorder).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::error::{ApiError, Code};
+use crate::key::{ApiKey, KeyDigest, Scope};
+use crate::ratelimit::{Bucket, Decision, Quota};
+use crate::store::{AuditRecord, KeyGrant, KeyRecord, StoreResult};
+use crate::AppState;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+pub const ORG_ID_HEADER: &str = "x-org-id";
+
+/// A key that was found in the database, with what its checks need.
+#[derive(Debug)]
+pub struct VerifiedKey {
+    pub key: KeyRecord,
+    pub digest: KeyDigest,
+    pub org_name: String,
+    pub owner_is_member: bool,
+    /// The minute of the last use already sent to the database.
+    last_used_minute: AtomicI64,
+}
+
+impl VerifiedKey {
+    pub fn new(grant: KeyGrant) -> Self {
+        let minute = grant.key.last_used_at.map_or(i64::MIN, Timestamp::minute);
+        VerifiedKey {
+            key: grant.key,
+            digest: grant.digest,
+            org_name: grant.org_name,
+            owner_is_member: grant.owner_is_member,
+            last_used_minute: AtomicI64::new(minute),
+        }
+    }
+
+    /// True the first time it is called in a minute: that use is the one to record.
+    fn first_use_this_minute(&self, now: Timestamp) -> bool {
+        let minute = now.minute();
+        self.last_used_minute.fetch_max(minute, Ordering::AcqRel) < minute
+    }
+}
+
+/// Keys this server holds as verified, by digest.
+#[async_trait]
+pub trait KeyCache: Send + Sync + 'static {
+    /// The current epoch; an entry read from the database may be stored only if the epoch has
+    /// not moved since before the read, so a concurrent invalidation is never undone.
+    fn epoch(&self) -> u64;
+    fn get(&self, digest: &KeyDigest) -> Option<Arc<VerifiedKey>>;
+    fn insert(&self, epoch: u64, key: Arc<VerifiedKey>);
+    /// Forgets every key: something that could revoke one has changed.
+    fn invalidate_all(&self);
+}
+
+/// One process's cache. Bounded: past the limit it starts afresh, which only costs lookups.
+pub struct InMemoryKeyCache {
+    epoch: AtomicU64,
+    keys: DashMap<KeyDigest, Arc<VerifiedKey>>,
+    capacity: usize,
+}
+
+impl InMemoryKeyCache {
+    pub fn new(capacity: usize) -> Self {
+        InMemoryKeyCache { epoch: AtomicU64::new(0), keys: DashMap::new(), capacity }
+    }
+}
+
+impl KeyCache for InMemoryKeyCache {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn get(&self, digest: &KeyDigest) -> Option<Arc<VerifiedKey>> {
+        self.keys.get(digest).map(|k| Arc::clone(&k))
+    }
+
+    fn insert(&self, epoch: u64, key: Arc<VerifiedKey>) {
+        if self.keys.len() >= self.capacity {
+            self.invalidate_all();
+            return;
+        }
+        self.keys.insert(key.digest, key);
+        // An invalidation that raced with the read above may have missed this entry.
+        if self.epoch() != epoch {
+            self.keys.clear();
+        }
+    }
+
+    fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.keys.clear();
+    }
+}
+
+/// Watches the database's change counter, so that a delete, rotation or member removal made
+/// by another process (the command line, another replica) empties this cache within a second.
+pub async fn watch_changes(state: AppState, every: Duration) {
+    let mut seen = state.store.generation().await.ok();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match state.store.generation().await {
+            Ok(g) if Some(g) != seen => {
+                if seen.is_some() {
+                    tracing::debug!(generation = g, "keys or members changed; verified keys dropped");
+                }
+                state.keys.invalidate_all();
+                seen = Some(g);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the change counter"),
+        }
+    }
+}
+
+/// The authenticated caller of an `/api/v1` request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub org_id: Uuid,
+    pub verified: Arc<VerifiedKey>,
+    pub rate_limit: u32,
+}
+
+impl Caller {
+    pub fn key(&self) -> &KeyRecord {
+        &self.verified.key
+    }
+
+    /// An audit entry for an event this caller caused.
+    pub fn audit(&self, action: &str, target: impl ToString) -> AuditRecord {
+        AuditRecord::event(self.org_id, action, "api_key")
+            .key(self.verified.key.id, &self.verified.key.name)
+            .target(target)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::internal("route", "a handler that needs a caller is outside /api/v1")
+        })
+    }
+}
+
+/// Marks a response whose handler wrote its own audit entry in its transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// The scope an operation needs: reads need `read`, changes `write`; key management and
+/// the audit log need `admin`.
+pub fn required_scope(method: &Method, path: &str) -> Scope {
+    let resource = path.strip_prefix("/api/v1/").unwrap_or("").split('/').next().unwrap_or("");
+    if matches!(resource, "ApiKey" | "AuditLog") {
+        return Scope::Admin;
+    }
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if !read && matches!(resource, "DataSourceCollection" | "Connection") {
+        return Scope::Admin;
+    }
+    if read {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+fn client_ip(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// `RateLimit-Policy` and `RateLimit` in the shape of draft-ietf-httpapi-ratelimit-headers.
+fn rate_limit_headers(policy: &str, d: &Decision) -> [(header::HeaderName, HeaderValue); 2] {
+    let policy_value = format!("\"{policy}\";q={};w=60", d.limit);
+    let limit_value = format!("\"{policy}\";r={};t={}", d.remaining, d.reset_secs);
+    [
+        (
+            header::HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_str(&policy_value).expect("ASCII"),
+        ),
+        (
+            header::HeaderName::from_static("ratelimit"),
+            HeaderValue::from_str(&limit_value).expect("ASCII"),
+        ),
+    ]
+}
+
+fn too_many(policy: &str, d: &Decision) -> ApiError {
+    let mut e = ApiError::new(Code::RateLimited)
+        .header(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs.max(1)));
+    for (name, value) in rate_limit_headers(policy, d) {
+        e = e.header(name, value);
+    }
+    e
+}
+
+/// Middleware for every `/api/v1` path, including unknown ones: authenticate, then route.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let ip = client_ip(&request);
+    let caller = match check(&state, request.headers(), ip).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let needed = required_scope(request.method(), request.uri().path());
+    if !caller.verified.key.scope.allows(needed) {
+        state.metrics.auth_failure(Code::InsufficientScope);
+        let detail = format!(
+            "This operation needs a key with {needed} scope; this key has {} scope.",
+            caller.verified.key.scope
+        );
+        return ApiError::with_detail(Code::InsufficientScope, detail).into_response();
+    }
+    let decision = state
+        .limiter
+        .check(Bucket::Key(caller.verified.key.id), Quota::per_minute(caller.rate_limit))
+        .await;
+    if !decision.allowed {
+        state.metrics.rate_limited("key");
+        return too_many("api-key", &decision).into_response();
+    }
+    let now = Timestamp::now();
+    if caller.verified.first_use_this_minute(now) {
+        state.recorder.key_used(caller.verified.key.id, now);
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().extend(rate_limit_headers("api-key", &decision));
+    if response.extensions().get::<Audited>().is_none() {
+        let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
+            .key(caller.verified.key.id, &caller.verified.key.name);
+        record.method = Some(method.as_str().to_owned());
+        record.path = Some(path);
+        record.status = Some(response.status().as_u16());
+        record.request_id = crate::error::REQUEST_ID.try_with(Clone::clone).ok();
+        state.recorder.audit(record);
+    }
+    response.extensions_mut().insert(caller);
+    response
+}
+
+/// Rows 1 to 8 of the contract's table, and the per-address limit on failures before them.
+async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
+    let presented = header_str(headers, API_KEY_HEADER);
+    let parsed = presented.map(ApiKey::parse);
+    let digest = match &parsed {
+        Some(Ok(key)) => Some(key.digest()),
+        _ => None,
+    };
+    let cached = digest.as_ref().and_then(|d| state.keys.get(d));
+    let failures = Quota::per_minute(state.settings.auth_failure_limit);
+    if cached.is_none() {
+        if let Some(d) = state.limiter.peek(Bucket::Address(ip), failures).await {
+            state.metrics.rate_limited("address");
+            return Err(too_many("failed-auth", &d));
+        }
+    }
+    let result = verify(state, headers, presented, parsed, digest, cached).await;
+    if let Err(e) = &result {
+        state.metrics.auth_failure(e.code);
+        if e.code != Code::ServiceUnavailable && e.code != Code::InternalError {
+            state.limiter.check(Bucket::Address(ip), failures).await;
+        }
+    }
+    result
+}
+
+async fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    presented: Option<&str>,
+    parsed: Option<Result<ApiKey, crate::key::MalformedKey>>,
+    digest: Option<KeyDigest>,
+    cached: Option<Arc<VerifiedKey>>,
+) -> Result<Caller, ApiError> {
+    if presented.is_none() {
+        return Err(ApiError::new(Code::MissingApiKey));
+    }
+    let (Some(Ok(_)), Some(digest)) = (parsed, digest) else {
+        return Err(ApiError::new(Code::InvalidApiKey));
+    };
+    let verified = match cached {
+        Some(v) => v,
+        None => load(state, &digest).await?.ok_or_else(|| ApiError::new(Code::InvalidApiKey))?,
+    };
+    if !verified.digest.matches(&digest) {
+        return Err(ApiError::new(Code::InvalidApiKey));
+    }
+    if let Some(end) = verified.key.ends_at() {
+        if Timestamp::now() >= end {
+            return Err(ApiError::new(Code::ExpiredApiKey));
+        }
+    }
+    let Some(org) = header_str(headers, ORG_ID_HEADER) else {
+        return Err(ApiError::new(Code::MissingOrgId));
+    };
+    let Ok(org_id) = Uuid::try_parse(org) else {
+        return Err(ApiError::new(Code::InvalidOrgId));
+    };
+    if org_id != verified.key.org_id {
+        return Err(ApiError::new(Code::OrgAccessDenied));
+    }
+    if !verified.owner_is_member {
+        return Err(ApiError::new(Code::KeyOwnerNotMember));
+    }
+    let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
+    Ok(Caller { org_id, verified, rate_limit })
+}
+
+async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<VerifiedKey>>, ApiError> {
+    let epoch = state.keys.epoch();
+    let grant: StoreResult<Option<KeyGrant>> = state.store.find_grant(digest).await;
+    let Some(grant) = grant? else { return Ok(None) };
+    let verified = Arc::new(VerifiedKey::new(grant));
+    state.keys.insert(epoch, Arc::clone(&verified));
+    Ok(Some(verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_follow_method_and_resource() {
+        let s = |m: Method, p: &str| required_scope(&m, p);
+        assert_eq!(s(Method::GET, "/api/v1/Agent"), Scope::Read);
+        assert_eq!(s(Method::HEAD, "/api/v1/Me"), Scope::Read);
+        assert_eq!(s(Method::POST, "/api/v1/Agent"), Scope::Write);
+        assert_eq!(s(Method::DELETE, "/api/v1/Agent/x"), Scope::Write);
+        assert_eq!(s(Method::GET, "/api/v1/AuditLog"), Scope::Admin);
+        assert_eq!(s(Method::GET, "/api/v1/ApiKey"), Scope::Admin);
+        assert_eq!(s(Method::GET, "/api/v1/Connection"), Scope::Read);
+        assert_eq!(s(Method::POST, "/api/v1/Connection"), Scope::Admin);
+        assert_eq!(s(Method::POST, "/api/v1/DataSourceCollection"), Scope::Admin);
+        assert_eq!(s(Method::GET, "/api/v1/Nope"), Scope::Read);
+    }
+}

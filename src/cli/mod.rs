@@ -1,0 +1,120 @@
+//! The command line: `serve`, and the commands that administer the same database.
+
+mod keys;
+mod member;
+mod org;
+mod serve;
+mod user;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(name = "siesta", version, about = "Self-hosted server for the Siesta AI External API")]
+pub struct Cli {
+    /// Database URL: a SQLite file (the default, created if missing) or postgres://...
+    #[arg(long, global = true, env = "SIESTA_DATABASE_URL", default_value = "sqlite://siesta.db")]
+    pub database: String,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(serve::ServeArgs),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Add users to organizations and remove them.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Create, list, rotate and delete API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+/// A failure to report on stderr.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError(match e {
+            StoreError::NotFound => "not found".into(),
+            StoreError::Invalid { field, message } => format!("{field} {message}"),
+            other => other.to_string(),
+        })
+    }
+}
+
+type CliResult = Result<(), CliError>;
+
+/// Runs a parsed command line and says how the process should exit.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.database, args).await,
+        command => match store::open(&cli.database).await {
+            Err(e) => Err(CliError(format!("cannot open the database: {e}"))),
+            Ok(store) => {
+                let out = Output { json: cli.json };
+                match command {
+                    Command::Org(c) => org::run(&*store, &out, c).await,
+                    Command::User(c) => user::run(&*store, &out, c).await,
+                    Command::Member(c) => member::run(&*store, &out, c).await,
+                    Command::Keys(c) => keys::run(&*store, &out, c).await,
+                    Command::Serve(_) => unreachable!("handled above"),
+                }
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints results as JSON or as text for people.
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+        } else {
+            println!("{}", text());
+        }
+    }
+}
+
+async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
+    let id = Uuid::try_parse(org).map_err(|_| CliError(format!("--org takes an organization id (a UUID), not '{org}'")))?;
+    store.get_org(id).await.map_err(|e| match e {
+        StoreError::NotFound => CliError(format!("no organization with id {id}")),
+        e => e.into(),
+    })?;
+    Ok(id)
+}
+
+async fn user_arg(store: &dyn Store, user: &str) -> Result<crate::store::User, CliError> {
+    store.find_user(user).await.map_err(|e| match e {
+        StoreError::NotFound => CliError(format!("no user with id or email '{user}'")),
+        e => e.into(),
+    })
+}

@@ -1,0 +1,101 @@
+//! `siesta serve`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use clap::Args;
+
+use super::{CliError, CliResult};
+use crate::duration::HumanDuration;
+use crate::{bootstrap, shutdown_signal, store, Server, Settings};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SIESTA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Requests per minute for keys without their own limit (N or N/min).
+    #[arg(long, env = "SIESTA_RATE_LIMIT", default_value = "600", value_parser = parse_per_minute)]
+    pub rate_limit: u32,
+    /// Failed authentications per minute from one client address before it is refused.
+    #[arg(long, env = "SIESTA_AUTH_FAILURE_LIMIT", default_value = "120", value_parser = parse_per_minute)]
+    pub auth_failure_limit: u32,
+    /// Comma-separated origins whose pages may call the API from a browser.
+    #[arg(long, env = "SIESTA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Longest time a request may take.
+    #[arg(long, env = "SIESTA_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: HumanDuration,
+    /// Longest time a client may take to send a request's headers.
+    #[arg(long, env = "SIESTA_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: HumanDuration,
+}
+
+fn parse_per_minute(s: &str) -> Result<u32, String> {
+    let n = s.trim().strip_suffix("/min").unwrap_or(s.trim());
+    match n.parse::<u32>() {
+        Ok(n) if (1..=crate::duration::MAX_RATE_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a rate limit: use N or N/min with N from 1 to 1000000000")),
+    }
+}
+
+/// The database URL as it may be logged: without a password.
+fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn run(database: &str, args: ServeArgs) -> CliResult {
+    let mut cors_origins = Vec::new();
+    for origin in args.cors_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let value = HeaderValue::from_str(origin).map_err(|_| CliError(format!("SIESTA_CORS_ORIGINS: '{origin}' is not an origin")))?;
+        cors_origins.push(value);
+    }
+    let settings = Settings {
+        rate_limit: args.rate_limit,
+        auth_failure_limit: args.auth_failure_limit,
+        cors_origins,
+        request_timeout: nonzero(args.request_timeout, "request timeout")?,
+        header_read_timeout: nonzero(args.header_read_timeout, "header read timeout")?,
+        ..Settings::default()
+    };
+    tracing::info!(
+        listen = %args.listen,
+        database = %redacted_url(database),
+        rate_limit = settings.rate_limit,
+        auth_failure_limit = settings.auth_failure_limit,
+        cors_origins = ?args.cors_origins,
+        request_timeout = ?settings.request_timeout,
+        header_read_timeout = ?settings.header_read_timeout,
+        "starting"
+    );
+    let store = store::open(database).await.map_err(|e| CliError(format!("cannot open the database: {e}")))?;
+    let first = bootstrap::first_start(&*store).await.map_err(|e| CliError(format!("first start failed: {e}")))?;
+    let server = Server::bind(args.listen, settings, store)
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = server.local_addr().map_err(|e| CliError(e.to_string()))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{addr}");
+        if let Some(first) = &first {
+            let _ = write!(stdout, "{}", bootstrap::announcement(first, addr));
+        }
+        let _ = stdout.flush();
+    }
+    drop(first);
+    tracing::info!(%addr, "listening");
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+fn nonzero(d: HumanDuration, what: &str) -> Result<Duration, CliError> {
+    if d.0.is_zero() {
+        return Err(CliError(format!("the {what} must be longer than 0")));
+    }
+    Ok(d.0)
+}

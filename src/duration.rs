@@ -1,0 +1,116 @@
+//! Durations as people type them: `30s`, `15m`, `24h`, `30d`, or `0`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+/// Longer than any sensible expiry or grace period, short enough that timestamps never overflow.
+const MAX_SECS: u64 = 100 * 365 * 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a duration: use a whole number followed by s, m, h or d (for example 30s, 15m, 24h, 30d), up to 100 years")]
+pub struct InvalidDuration(String);
+
+impl FromStr for HumanDuration {
+    type Err = InvalidDuration;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidDuration(s.chars().take(40).collect());
+        let t = s.trim();
+        if t == "0" {
+            return Ok(HumanDuration(Duration::ZERO));
+        }
+        let split = t.len().checked_sub(1).ok_or_else(invalid)?;
+        if !t.is_char_boundary(split) {
+            return Err(invalid());
+        }
+        let (digits, unit) = t.split_at(split);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let n: u64 = digits.parse().map_err(|_| invalid())?;
+        let per = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => return Err(invalid()),
+        };
+        let secs = n.checked_mul(per).filter(|s| *s <= MAX_SECS).ok_or_else(invalid)?;
+        Ok(HumanDuration(Duration::from_secs(secs)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            0 => f.write_str("0"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+/// A per-minute request limit as typed on the command line: `600/min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerMinute(pub u32);
+
+pub const MAX_RATE_LIMIT: u32 = 1_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a rate limit: use N/min with N from 1 to 1000000000 (for example 600/min)")]
+pub struct InvalidRateLimit(String);
+
+impl FromStr for PerMinute {
+    type Err = InvalidRateLimit;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidRateLimit(s.chars().take(40).collect());
+        let n = s.trim().strip_suffix("/min").ok_or_else(invalid)?;
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let n: u32 = n.parse().map_err(|_| invalid())?;
+        if !(1..=MAX_RATE_LIMIT).contains(&n) {
+            return Err(invalid());
+        }
+        Ok(PerMinute(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_unit_and_zero() {
+        let secs = |s: &str| s.parse::<HumanDuration>().unwrap().0.as_secs();
+        assert_eq!(secs("2s"), 2);
+        assert_eq!(secs("15m"), 900);
+        assert_eq!(secs("24h"), 86_400);
+        assert_eq!(secs("30d"), 2_592_000);
+        assert_eq!(secs("0"), 0);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_duration() {
+        for bad in ["", "s", "10", "1.5h", "-1d", "10y", "1 d", "99999999999999d", "é"] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_read_n_per_minute_within_bounds() {
+        assert_eq!("600/min".parse::<PerMinute>(), Ok(PerMinute(600)));
+        assert_eq!("1000000000/min".parse::<PerMinute>(), Ok(PerMinute(1_000_000_000)));
+        for bad in ["0/min", "1000000001/min", "600", "600/s", "/min", "-1/min"] {
+            assert!(bad.parse::<PerMinute>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The pieces every route shares: request ids, logging, metrics, credentials in URLs,
+//! case-insensitive paths and parameters, JSON bodies, and serving with graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::{ApiError, Code, REQUEST_ID};
+use crate::store::Page;
+use crate::AppState;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// Query parameter names that would carry a key; matched in any case.
+const CREDENTIAL_PARAMS: [&str; 4] = ["api_key", "apikey", "x-api-key", "x_api_key"];
+
+/// Resource path segments, in the case the API documents; a request may use any case.
+const PATH_SEGMENTS: [&str; 15] = [
+    "api",
+    "v1",
+    "Me",
+    "Agent",
+    "Conversation",
+    "File",
+    "Task",
+    "TaskWorkspace",
+    "DataSourceCollection",
+    "Connection",
+    "AuditLog",
+    "ApiKey",
+    "response",
+    "realtime-session",
+    "rotate",
+];
+
+/// Rewrites `/API/v1/agent/...` to `/api/v1/Agent/...` before routing.
+pub fn normalize_path(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("/api/v1/")) {
+        return request;
+    }
+    let mut changed = false;
+    let normalized: Vec<&str> = path
+        .split('/')
+        .map(|seg| match PATH_SEGMENTS.iter().find(|c| c.eq_ignore_ascii_case(seg)) {
+            Some(canonical) => {
+                changed |= *canonical != seg;
+                *canonical
+            }
+            None => seg,
+        })
+        .collect();
+    if !changed {
+        return request;
+    }
+    let mut path_and_query = normalized.join("/");
+    if let Some(q) = request.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+fn is_credential_param(name: &str) -> bool {
+    CREDENTIAL_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// The path and query as logs may show them: credential parameters' values redacted.
+pub fn loggable_uri(uri: &Uri) -> String {
+    let Some(query) = uri.query() else { return uri.path().to_owned() };
+    let pairs = form_urlencoded::parse(query.as_bytes());
+    if !pairs.clone().any(|(k, _)| is_credential_param(&k)) {
+        return format!("{}?{}", uri.path(), query);
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if is_credential_param(&k) {
+            out.append_pair(&k, "[REDACTED]");
+        } else {
+            out.append_pair(&k, &v);
+        }
+    }
+    format!("{}?{}", uri.path(), out.finish())
+}
+
+fn sane_request_id(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
+    ok.then(|| s.to_owned())
+}
+
+/// Outermost middleware: request id, the credentials-in-URL refusal, problem bodies for the
+/// router's own refusals, one log line and the metrics of each request.
+pub async fn context(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let method = request.method().clone();
+    let uri = loggable_uri(request.uri());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let has_credentials = request
+        .uri()
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_credential_param(&k)));
+
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), async move {
+            if has_credentials {
+                return ApiError::new(Code::CredentialsInUrl).into_response();
+            }
+            as_problem(next.run(request).await)
+        })
+        .await;
+
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let caller = response.extensions().get::<Caller>();
+    let org_id = caller.map(|c| c.org_id.to_string());
+    let key_id = caller.map(|c| c.verified.key.id.to_string());
+    tracing::info!(
+        target: "siesta::request",
+        method = %method,
+        path = %uri,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        org_id = org_id.as_deref().unwrap_or("-"),
+        key_id = key_id.as_deref().unwrap_or("-"),
+        "request"
+    );
+    state.metrics.request(&route, status, elapsed);
+    response
+}
+
+/// Turns a plain refusal from the router or a tower layer into a problem document.
+fn as_problem(response: Response) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let code = match response.status() {
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Code::ServiceUnavailable,
+        StatusCode::INTERNAL_SERVER_ERROR => Code::InternalError,
+        _ => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    let (problem, body) = ApiError::new(code).into_response().into_parts();
+    // Keep what the layers inside added (Allow, RateLimit, CORS, the caller for the log).
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(problem.headers);
+    Response::from_parts(parts, body)
+}
+
+/// Query parameters with their names folded to lower case.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Params(
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+                .collect(),
+        ))
+    }
+}
+
+impl Params {
+    /// The value of a parameter, by its documented name in any case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let lower = name.to_ascii_lowercase();
+        self.0.iter().find(|(k, _)| *k == lower).map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty text parameter.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// `Offset` (default 0, at least 0) and `Limit` (default 25, 1 to 100).
+    pub fn page(&self, errors: &mut FieldErrors) -> Page {
+        let mut number = |name: &str, default: i64, min: i64, max: i64, msg: &str| match self.get(name) {
+            None => default,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    errors.add(name, msg);
+                    default
+                }
+            },
+        };
+        let offset = number("Offset", 0, 0, i64::MAX, "must be a whole number, 0 or more");
+        let limit = number("Limit", 25, 1, 100, "must be a whole number from 1 to 100");
+        Page { offset, limit }
+    }
+
+    /// An RFC 3339 time such as `2026-11-28T09:30:00Z`.
+    pub fn time(&self, name: &str, errors: &mut FieldErrors) -> Option<Timestamp> {
+        let v = self.text(name)?;
+        let t = Timestamp::parse(v);
+        if t.is_none() {
+            errors.add(name, "must be an RFC 3339 time, such as 2026-11-28T09:30:00Z");
+        }
+        t
+    }
+}
+
+/// Validation messages collected by field, answered together as one `validation_error`.
+#[derive(Debug, Default)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_default().push(message.into());
+    }
+
+    pub fn check(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        let mut e = ApiError::with_detail(Code::ValidationError, format!("Not valid: {}.", names.join(", ")));
+        e.errors = self.0;
+        Err(e)
+    }
+}
+
+/// A request body: which fields it has, so unknown and server-owned ones are named back.
+pub trait RequestBody: DeserializeOwned {
+    const FIELDS: &'static [&'static str];
+}
+
+/// Fields the server sets itself; a client sending one is told so by name.
+const SERVER_OWNED: [&str; 9] =
+    ["id", "orgId", "createdAt", "updatedAt", "createdBy", "lastUsedAt", "hint", "key", "replacedBy"];
+
+/// A JSON body of at most 1 MiB, refused with the name of any field that does not belong.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::with_detail(
+                    Code::PayloadTooLarge,
+                    format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
+                )
+            } else {
+                ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
+            }
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::with_detail(
+                Code::InvalidJson,
+                format!("The request body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+            )
+        })?;
+        let Some(object) = value.as_object() else {
+            return Err(ApiError::with_detail(Code::InvalidJson, "The request body must be a JSON object."));
+        };
+        let mut errors = FieldErrors::default();
+        for name in object.keys() {
+            if T::FIELDS.contains(&name.as_str()) {
+                continue;
+            }
+            let field: String = name.chars().take(64).collect();
+            if SERVER_OWNED.contains(&name.as_str()) {
+                errors.add(&field, "is set by the server and cannot be sent");
+            } else {
+                errors.add(&field, "is not a field of this request");
+            }
+        }
+        errors.check()?;
+        let parsed = serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+            let path = e.path().to_string();
+            // serde's own message may quote the value sent; ours never does.
+            ApiError::invalid(&path, "has the wrong type")
+        })?;
+        Ok(ApiJson(parsed))
+    }
+}
+
+/// A page of a list, as every list endpoint answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    /// Number of all matching items, across pages.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+impl<T> List<T> {
+    pub fn new(listed: crate::store::Listed<T>, page: Page) -> Self {
+        List { items: listed.items, total: listed.total, offset: page.offset, limit: page.limit }
+    }
+}
+
+/// Serves `app` on an already bound listener until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish (for at most `drain`).
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: S,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still busy after {drain:?}; closing them");
+    }
+}

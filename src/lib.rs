@@ -1,0 +1,159 @@
+//! siesta: a self-hosted server for the Siesta AI External API.
+//!
+//! `main.rs` parses the command line and calls [`cli::run`]; the server is built by
+//! [`api::app`] and served by [`Server`], which tests drive the same way production does.
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod clock;
+pub mod duration;
+pub mod error;
+pub mod http;
+pub mod key;
+pub mod lifecycle;
+pub mod metrics;
+pub mod ratelimit;
+pub mod recorder;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+use crate::auth::{InMemoryKeyCache, KeyCache};
+use crate::metrics::Metrics;
+use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
+use crate::recorder::{Recorder, RecorderTask};
+use crate::store::Store;
+
+/// How the server behaves; read from flags and `SIESTA_*` variables by [`cli`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requests per minute for keys without a rate limit of their own.
+    pub rate_limit: u32,
+    /// Failed authentications per minute a client address may make.
+    pub auth_failure_limit: u32,
+    /// Origins whose browser pages may call the API.
+    pub cors_origins: Vec<HeaderValue>,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    /// How often the server looks for key changes made by other processes.
+    pub change_poll: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            rate_limit: 600,
+            auth_failure_limit: 120,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            change_poll: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<dyn KeyCache>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub recorder: Recorder,
+    pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+}
+
+/// A bound, not yet serving server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    recorder_task: RecorderTask,
+}
+
+impl Server {
+    pub async fn bind(listen: SocketAddr, settings: Settings, store: Arc<dyn Store>) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(listen).await?;
+        let (recorder, recorder_task) = Recorder::start(Arc::clone(&store));
+        let state = AppState {
+            store,
+            keys: Arc::new(InMemoryKeyCache::new(100_000)),
+            limiter: Arc::new(InMemoryRateLimiter::default()),
+            recorder,
+            settings: Arc::new(settings),
+            metrics: Metrics::new(),
+        };
+        Ok(Server { listener, state, recorder_task })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every
+    /// buffered record before returning.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, state, recorder_task } = self;
+        let watcher = tokio::spawn(auth::watch_changes(state.clone(), state.settings.change_poll));
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let app = tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
+        http::serve(listener, app, state.settings.header_read_timeout, state.settings.drain_timeout, shutdown).await;
+        watcher.abort();
+        housekeeping.abort();
+        let _ = watcher.await;
+        let _ = housekeeping.await;
+        state.recorder.flush().await;
+        drop(state);
+        // Connections cut off after the drain timeout may still hold a handle; the flush
+        // above already wrote everything they recorded.
+        let _ = tokio::time::timeout(Duration::from_secs(1), recorder_task.finish()).await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        state.metrics.upkeep();
+        n += 1;
+        if n % (ratelimit::PRUNE_EVERY.as_secs() / 5) == 0 {
+            state.limiter.prune();
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,74 @@
+//! Prometheus metrics: requests by route and status, latency, auth failures, rate limiting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::error::Code;
+
+static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+/// This server's metrics; each server has its own registry, so tests never share one.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        let recorder = Arc::new(recorder);
+        for (name, help) in [
+            ("siesta_http_requests_total", "HTTP requests answered, by route and status."),
+            ("siesta_http_request_duration_seconds", "Time to answer HTTP requests, by route."),
+            ("siesta_auth_failures_total", "Requests refused by authentication, by code."),
+            ("siesta_rate_limited_total", "Requests refused by a rate limit, by limit."),
+        ] {
+            recorder.describe_counter(name.into(), None, help.into());
+        }
+        Metrics { recorder, handle }
+    }
+
+    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
+        let route = Label::new("route", route.to_owned());
+        let key = Key::from_parts(
+            "siesta_http_requests_total",
+            vec![route.clone(), Label::new("status", status.to_string())],
+        );
+        self.recorder.register_counter(&key, &META).increment(1);
+        let key = Key::from_parts("siesta_http_request_duration_seconds", vec![route]);
+        self.recorder.register_histogram(&key, &META).record(elapsed.as_secs_f64());
+    }
+
+    pub fn auth_failure(&self, code: Code) {
+        let key = Key::from_parts("siesta_auth_failures_total", vec![Label::new("code", code.as_str())]);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        let key = Key::from_parts("siesta_rate_limited_total", vec![Label::new("limit", limit)]);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets; run now and then.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}

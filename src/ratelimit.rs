@@ -1,0 +1,220 @@
+//! Rate limits with the generic cell rate algorithm (GCRA).
+//!
+//! A quota of N per minute has an emission interval `T = 60 s / N` and a burst capacity of
+//! N: a bucket starts full, N requests may pass at once, and from then on one passes every
+//! `T`. A client that spaces its requests at least `T` apart is never refused. The state of
+//! a bucket is one number, its theoretical arrival time (TAT), which is what makes the same
+//! algorithm easy to share between replicas later.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use uuid::Uuid;
+
+/// A limit of `per_minute` requests a minute with a burst of the same size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_minute: u32,
+}
+
+impl Quota {
+    pub fn per_minute(n: u32) -> Self {
+        Quota { per_minute: n.max(1) }
+    }
+
+    fn interval_nanos(self) -> u64 {
+        (60_000_000_000u64 / self.per_minute as u64).max(1)
+    }
+
+    fn capacity_nanos(self) -> u64 {
+        self.interval_nanos() * self.per_minute as u64
+    }
+}
+
+/// Whose requests a bucket counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Every request made with one API key.
+    Key(Uuid),
+    /// Failed authentications from one client address.
+    Address(IpAddr),
+}
+
+/// The outcome of a check, with what the RateLimit headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests that could still pass right now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+    /// When refused: whole seconds until a request would pass (at least 1).
+    pub retry_after_secs: u64,
+}
+
+/// Where bucket state lives: in this process, or (later) shared between replicas.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one request against the bucket and says whether it may pass.
+    async fn check(&self, bucket: Bucket, quota: Quota) -> Decision;
+    /// If the next request would be refused, says so (and when to retry) without counting it.
+    async fn peek(&self, bucket: Bucket, quota: Quota) -> Option<Decision>;
+    /// Forgets buckets that are full again, so idle clients take no memory.
+    fn prune(&self);
+}
+
+/// One process's buckets, each a lock-free theoretical arrival time.
+pub struct InMemoryRateLimiter {
+    origin: Instant,
+    buckets: DashMap<Bucket, AtomicU64>,
+}
+
+impl Default for InMemoryRateLimiter {
+    fn default() -> Self {
+        InMemoryRateLimiter { origin: Instant::now(), buckets: DashMap::new() }
+    }
+}
+
+impl InMemoryRateLimiter {
+    fn now(&self) -> u64 {
+        // Offset by a day so that "zero" never means "long ago" arithmetic underflows.
+        self.origin.elapsed().as_nanos() as u64 + 86_400_000_000_000
+    }
+
+    /// Pure GCRA step, shared by [`check`](RateLimiter::check) and the tests.
+    pub fn step(tat: u64, now: u64, quota: Quota) -> (Decision, Option<u64>) {
+        let t = quota.interval_nanos();
+        let capacity = quota.capacity_nanos();
+        let new_tat = tat.max(now) + t;
+        let ahead = new_tat - now;
+        if ahead <= capacity {
+            let remaining = ((capacity - ahead) / t) as u32;
+            let decision = Decision {
+                allowed: true,
+                limit: quota.per_minute,
+                remaining,
+                reset_secs: ceil_secs(ahead),
+                retry_after_secs: 0,
+            };
+            (decision, Some(new_tat))
+        } else {
+            let wait = ahead - capacity;
+            let decision = Decision {
+                allowed: false,
+                limit: quota.per_minute,
+                remaining: 0,
+                reset_secs: ceil_secs(tat.max(now) - now),
+                retry_after_secs: ceil_secs(wait).max(1),
+            };
+            (decision, None)
+        }
+    }
+}
+
+fn ceil_secs(nanos: u64) -> u64 {
+    nanos.div_ceil(1_000_000_000)
+}
+
+#[async_trait]
+impl RateLimiter for InMemoryRateLimiter {
+    async fn check(&self, bucket: Bucket, quota: Quota) -> Decision {
+        let now = self.now();
+        let cell = self.buckets.entry(bucket).or_insert_with(|| AtomicU64::new(0)).downgrade();
+        let mut tat = cell.load(Ordering::Acquire);
+        loop {
+            let (decision, next) = Self::step(tat, now, quota);
+            let Some(next) = next else { return decision };
+            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    async fn peek(&self, bucket: Bucket, quota: Quota) -> Option<Decision> {
+        let tat = self.buckets.get(&bucket)?.load(Ordering::Acquire);
+        let (decision, _) = Self::step(tat, self.now(), quota);
+        (!decision.allowed).then_some(decision)
+    }
+
+    fn prune(&self) {
+        let now = self.now();
+        self.buckets.retain(|_, tat| tat.load(Ordering::Acquire) > now);
+    }
+}
+
+/// How often idle buckets are forgotten.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIN: u64 = 60_000_000_000;
+
+    #[test]
+    fn a_burst_of_n_passes_and_the_next_is_refused_with_retry_after() {
+        let q = Quota::per_minute(10);
+        let now = MIN;
+        let mut tat = 0;
+        for i in 0..10 {
+            let (d, next) = InMemoryRateLimiter::step(tat, now, q);
+            assert!(d.allowed, "request {i}");
+            assert_eq!(d.remaining, 9 - i);
+            tat = next.unwrap();
+        }
+        let (d, next) = InMemoryRateLimiter::step(tat, now, q);
+        assert!(!d.allowed);
+        assert!(next.is_none());
+        assert_eq!(d.retry_after_secs, 6);
+        assert_eq!(d.reset_secs, 60);
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second_even_for_huge_limits() {
+        let q = Quota::per_minute(1_000_000_000);
+        let (d, _) = InMemoryRateLimiter::step(MIN * 10, MIN, q);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_secs, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn a_client_spaced_evenly_under_the_limit_is_never_refused(
+            n in 1u32..100_000, requests in 1usize..500, slack in 0u64..1_000,
+        ) {
+            let q = Quota::per_minute(n);
+            let gap = q.interval_nanos() + slack;
+            let mut tat = 0;
+            let mut now = MIN;
+            for _ in 0..requests {
+                let (d, next) = InMemoryRateLimiter::step(tat, now, q);
+                prop_assert!(d.allowed);
+                tat = next.unwrap();
+                now += gap;
+            }
+        }
+
+        #[test]
+        fn never_more_than_burst_plus_rate_in_any_window(
+            n in 1u32..200, times in proptest::collection::vec(0u64..(3 * MIN), 1..600),
+        ) {
+            let q = Quota::per_minute(n);
+            let mut times = times;
+            times.sort_unstable();
+            let mut tat = 0;
+            let mut passed = 0u64;
+            for t in &times {
+                let (d, next) = InMemoryRateLimiter::step(tat, MIN + t, q);
+                if d.allowed { passed += 1; tat = next.unwrap(); }
+            }
+            // Over three minutes at most N at once plus N a minute after that.
+            prop_assert!(passed <= n as u64 * 4);
+        }
+    }
+}

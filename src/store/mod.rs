@@ -1,0 +1,313 @@
+//! Persistence behind one interface, with one implementation per database, chosen by URL.
+//!
+//! Every query on tenant data takes the organization id first: there is no way to read an
+//! agent, a key or an audit record by id alone.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::key::{Environment, KeyDigest, Scope};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    pub org_id: Uuid,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub created_at: Timestamp,
+}
+
+/// An API key as stored: everything but the key itself.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub environment: Environment,
+    pub scope: Scope,
+    /// Prefix, first four and last four characters: enough to recognise the key.
+    pub hint: String,
+    /// The user who created the key; it works only while they are a member.
+    pub created_by: Uuid,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// Requests per minute; when absent the server default applies.
+    pub rate_limit: Option<u32>,
+    pub last_used_at: Option<Timestamp>,
+    /// Set once the key has been rotated: the id of its successor.
+    pub replaced_by: Option<Uuid>,
+    /// For a rotated key: when it stops working.
+    pub grace_ends_at: Option<Timestamp>,
+}
+
+impl KeyRecord {
+    /// The first instant at which the key no longer works, if any.
+    pub fn ends_at(&self) -> Option<Timestamp> {
+        match (self.expires_at, self.grace_ends_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What authentication needs to know about a key, read in one query.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    pub key: KeyRecord,
+    pub digest: KeyDigest,
+    pub org_name: String,
+    pub owner_is_member: bool,
+}
+
+/// A key about to be stored: its digest, never its value.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub name: String,
+    pub environment: Environment,
+    pub scope: Scope,
+    pub digest: KeyDigest,
+    pub hint: String,
+    pub created_by: Uuid,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub rate_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub search: Option<String>,
+    /// Only keys whose last use (or creation, if never used) is before this instant.
+    pub unused_since: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub instructions: String,
+    /// The model that answers for this agent; when absent the server's default.
+    pub model: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentFields {
+    pub name: String,
+    pub description: String,
+    pub instructions: String,
+    pub model: Option<String>,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub org_id: Uuid,
+    pub at: Timestamp,
+    /// What happened, such as `api_key.created` or `request`.
+    pub action: String,
+    /// Who did it: `api_key`, `cli` or `server`.
+    pub actor: String,
+    /// The key that made the request or that the event is about, by id.
+    pub key_id: Option<Uuid>,
+    /// That key's name (never its value).
+    pub key_name: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub request_id: Option<String>,
+    /// The object the event concerns, such as an agent or key id.
+    pub target_id: Option<String>,
+}
+
+impl AuditRecord {
+    pub fn event(org_id: Uuid, action: &str, actor: &str) -> Self {
+        AuditRecord {
+            id: Uuid::now_v7(),
+            org_id,
+            at: Timestamp::now(),
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+            key_id: None,
+            key_name: None,
+            method: None,
+            path: None,
+            status: None,
+            request_id: None,
+            target_id: None,
+        }
+    }
+
+    pub fn target(mut self, id: impl ToString) -> Self {
+        self.target_id = Some(id.to_string());
+        self
+    }
+
+    pub fn key(mut self, id: Uuid, name: &str) -> Self {
+        self.key_id = Some(id);
+        self.key_name = Some(name.to_owned());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// A page of results and the number of all matches.
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// What the first start of a server creates.
+pub struct Bootstrap {
+    pub org: Organization,
+    pub user: User,
+    pub key: NewKey,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap query that proves the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// A counter bumped by every change that can invalidate a verified key, by any process.
+    async fn generation(&self) -> StoreResult<i64>;
+
+    /// Creates the first organization, owner and key, unless any organization exists.
+    async fn bootstrap(&self, boot: &Bootstrap) -> StoreResult<bool>;
+
+    async fn create_org(&self, org: &Organization) -> StoreResult<()>;
+    async fn list_orgs(&self) -> StoreResult<Vec<Organization>>;
+    async fn get_org(&self, org_id: Uuid) -> StoreResult<Organization>;
+
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// Finds a user by id or by email.
+    async fn find_user(&self, id_or_email: &str) -> StoreResult<User>;
+
+    async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()>;
+    async fn remove_member(&self, org_id: Uuid, user_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
+
+    async fn create_key(&self, org_id: Uuid, key: &NewKey, audit: AuditRecord) -> StoreResult<KeyRecord>;
+    async fn list_keys(&self, org_id: Uuid, filter: &KeyFilter) -> StoreResult<Vec<KeyRecord>>;
+    async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord>;
+    /// The organization a key belongs to: only for the command line, which names keys by id.
+    async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid>;
+    /// Replaces a key with `successor`; the old one works until `grace_ends_at`.
+    async fn rotate_key(
+        &self,
+        org_id: Uuid,
+        key_id: Uuid,
+        grace_ends_at: Timestamp,
+        successor: &NewKey,
+        audit: AuditRecord,
+    ) -> StoreResult<KeyRecord>;
+    async fn delete_key(&self, org_id: Uuid, key_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
+    /// Looks a presented key up by the digest of its value.
+    async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>>;
+
+    async fn list_agents(&self, org_id: Uuid, search: Option<&str>, page: Page) -> StoreResult<Listed<Agent>>;
+    async fn create_agent(&self, org_id: Uuid, agent: &Agent, audit: AuditRecord) -> StoreResult<()>;
+    async fn get_agent(&self, org_id: Uuid, agent_id: Uuid) -> StoreResult<Agent>;
+    async fn update_agent(&self, org_id: Uuid, agent: &Agent, audit: AuditRecord) -> StoreResult<()>;
+    async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
+
+    /// Writes buffered request records and last-use times in one transaction.
+    async fn record_batch(&self, audit: &[AuditRecord], last_used: &[(Uuid, Timestamp)]) -> StoreResult<()>;
+    async fn list_audit(&self, org_id: Uuid, filter: &AuditFilter, page: Page) -> StoreResult<Listed<AuditRecord>>;
+}
+
+/// Opens the database a URL names, creating and migrating it if needed.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Unavailable(
+            "PostgreSQL support is not available in this build yet; use a sqlite: URL".into(),
+        ));
+    }
+    Ok(Arc::new(SqliteStore::open(url).await?))
+}

@@ -1,0 +1,707 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! Writes go through a single connection, so writers queue in this process instead of
+//! failing with SQLITE_BUSY, and each write transaction starts with `BEGIN IMMEDIATE`, so
+//! a command-line process writing at the same time waits for the lock (busy timeout)
+//! rather than failing half-way. `synchronous = FULL` makes every commit durable before it
+//! is acknowledged: WAL alone survives a killed process, FULL also survives a crash of the
+//! machine, and the cost is one fsync per commit, which batching keeps off the hot path.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::*;
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let url = if url.starts_with("sqlite:") { url.to_owned() } else { format!("sqlite://{url}") };
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(map_err)?;
+        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        Ok(SqliteStore { reader, writer })
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+    }
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict("an object with these values already exists".into())
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("5") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
+    let s: String = row.try_get(col).map_err(map_err)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Internal(format!("{col}: {e}")))
+}
+
+fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col).map_err(map_err)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Internal(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn ts_col(row: &SqliteRow, col: &str) -> StoreResult<Timestamp> {
+    Ok(Timestamp(row.try_get(col).map_err(map_err)?))
+}
+
+fn opt_ts_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Timestamp>> {
+    let v: Option<i64> = row.try_get(col).map_err(map_err)?;
+    Ok(v.map(Timestamp))
+}
+
+fn str_col(row: &SqliteRow, col: &str) -> StoreResult<String> {
+    row.try_get(col).map_err(map_err)
+}
+
+fn org_from_row(row: &SqliteRow) -> StoreResult<Organization> {
+    Ok(Organization {
+        id: uuid_col(row, "id")?,
+        name: str_col(row, "name")?,
+        created_at: ts_col(row, "created_at")?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: uuid_col(row, "id")?,
+        email: str_col(row, "email")?,
+        created_at: ts_col(row, "created_at")?,
+    })
+}
+
+const KEY_COLUMNS: &str = "k.id, k.org_id, k.name, k.environment, k.scope, k.digest, k.hint, \
+     k.created_by, k.created_at, k.expires_at, k.rate_limit, k.last_used_at, k.replaced_by, \
+     k.grace_ends_at";
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
+    let env = str_col(row, "environment")?;
+    let scope = str_col(row, "scope")?;
+    let rate_limit: Option<i64> = row.try_get("rate_limit").map_err(map_err)?;
+    Ok(KeyRecord {
+        id: uuid_col(row, "id")?,
+        org_id: uuid_col(row, "org_id")?,
+        name: str_col(row, "name")?,
+        environment: Environment::parse(&env)
+            .ok_or_else(|| StoreError::Internal(format!("environment {env:?}")))?,
+        scope: Scope::parse(&scope).ok_or_else(|| StoreError::Internal(format!("scope {scope:?}")))?,
+        hint: str_col(row, "hint")?,
+        created_by: uuid_col(row, "created_by")?,
+        created_at: ts_col(row, "created_at")?,
+        expires_at: opt_ts_col(row, "expires_at")?,
+        rate_limit: rate_limit.map(|n| n as u32),
+        last_used_at: opt_ts_col(row, "last_used_at")?,
+        replaced_by: opt_uuid_col(row, "replaced_by")?,
+        grace_ends_at: opt_ts_col(row, "grace_ends_at")?,
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> StoreResult<Agent> {
+    Ok(Agent {
+        id: uuid_col(row, "id")?,
+        name: str_col(row, "name")?,
+        description: str_col(row, "description")?,
+        instructions: str_col(row, "instructions")?,
+        model: row.try_get("model").map_err(map_err)?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
+    let status: Option<i64> = row.try_get("status").map_err(map_err)?;
+    Ok(AuditRecord {
+        id: uuid_col(row, "id")?,
+        org_id: uuid_col(row, "org_id")?,
+        at: ts_col(row, "at")?,
+        action: str_col(row, "action")?,
+        actor: str_col(row, "actor")?,
+        key_id: opt_uuid_col(row, "key_id")?,
+        key_name: row.try_get("key_name").map_err(map_err)?,
+        method: row.try_get("method").map_err(map_err)?,
+        path: row.try_get("path").map_err(map_err)?,
+        status: status.map(|s| s as u16),
+        request_id: row.try_get("request_id").map_err(map_err)?,
+        target_id: row.try_get("target_id").map_err(map_err)?,
+    })
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, records: &[AuditRecord]) -> StoreResult<()> {
+    // 12 parameters a row keeps each statement well under SQLite's limit of bound values.
+    for chunk in records.chunks(500) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.to_string())
+                .push_bind(r.org_id.to_string())
+                .push_bind(r.at.millis())
+                .push_bind(r.action.as_str())
+                .push_bind(r.actor.as_str())
+                .push_bind(r.key_id.map(|k| k.to_string()))
+                .push_bind(r.key_name.as_deref())
+                .push_bind(r.method.as_deref())
+                .push_bind(r.path.as_deref())
+                .push_bind(r.status.map(i64::from))
+                .push_bind(r.request_id.as_deref())
+                .push_bind(r.target_id.as_deref());
+        });
+        q.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+    sqlx::query("UPDATE change_counter SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_key(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key: &NewKey) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, org_id, name, environment, scope, digest, hint, created_by, created_at, expires_at, rate_limit) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.to_string())
+    .bind(org_id.to_string())
+    .bind(&key.name)
+    .bind(key.environment.as_str())
+    .bind(key.scope.as_str())
+    .bind(&key.digest.as_bytes()[..])
+    .bind(&key.hint)
+    .bind(key.created_by.to_string())
+    .bind(key.created_at.millis())
+    .bind(key.expires_at.map(Timestamp::millis))
+    .bind(key.rate_limit.map(i64::from))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn key_in_tx(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ? AND k.id = ? AND k.deleted_at IS NULL"
+    ))
+    .bind(org_id.to_string())
+    .bind(key_id.to_string())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound)?;
+    key_from_row(&row)
+}
+
+/// Keys that still answer requests under their name: not deleted, not replaced, not expired.
+async fn ensure_name_free(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: Uuid,
+    name: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let taken: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM api_keys WHERE org_id = ? AND name = ? AND deleted_at IS NULL \
+         AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+    )
+    .bind(org_id.to_string())
+    .bind(name)
+    .bind(now.millis())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    if taken.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "the organization already has a live key named '{name}'; pick another name or rotate that key"
+        )));
+    }
+    Ok(())
+}
+
+async fn ensure_member(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, user_id: Uuid) -> StoreResult<()> {
+    let member: Option<i64> = sqlx::query_scalar("SELECT 1 FROM members WHERE org_id = ? AND user_id = ?")
+        .bind(org_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    match member {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Invalid {
+            field: "user",
+            message: "the user is not a member of this organization".into(),
+        }),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn generation(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT generation FROM change_counter WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn bootstrap(&self, boot: &Bootstrap) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM organizations LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if any.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(boot.org.id.to_string())
+            .bind(&boot.org.name)
+            .bind(boot.org.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(boot.user.id.to_string())
+        .bind(&boot.user.email)
+        .bind(boot.user.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE email = ?")
+            .bind(&boot.user.email)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
+            .bind(boot.org.id.to_string())
+            .bind(&user_id)
+            .bind(boot.org.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let mut key = boot.key.clone();
+        key.created_by = Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?;
+        insert_key(&mut tx, boot.org.id, &key).await?;
+        let audit = [
+            AuditRecord::event(boot.org.id, "organization.created", "server").target(boot.org.id),
+            AuditRecord::event(boot.org.id, "member.added", "server").target(&user_id),
+            AuditRecord::event(boot.org.id, "api_key.created", "server")
+                .key(key.id, &key.name)
+                .target(key.id),
+        ];
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn create_org(&self, org: &Organization) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(org.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_audit(&mut tx, &[AuditRecord::event(org.id, "organization.created", "cli").target(org.id)]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_orgs(&self) -> StoreResult<Vec<Organization>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(org_from_row).collect()
+    }
+
+    async fn get_org(&self, org_id: Uuid) -> StoreResult<Organization> {
+        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = ?")
+            .bind(org_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        org_from_row(&row)
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO users (id, email, created_at) VALUES (?, ?, ?)")
+            .bind(user.id.to_string())
+            .bind(&user.email)
+            .bind(user.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a user with email '{}' already exists", user.email))
+                }
+                other => other,
+            })?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_user(&self, id_or_email: &str) -> StoreResult<User> {
+        let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = ? OR email = ?")
+            .bind(id_or_email.to_ascii_lowercase())
+            .bind(id_or_email)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        user_from_row(&row)
+    }
+
+    async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(m.org_id.to_string())
+        .bind(m.user_id.to_string())
+        .bind(m.role.as_str())
+        .bind(m.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match map_err(e) {
+            StoreError::Internal(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound,
+            other => other,
+        })?;
+        bump_generation(&mut tx).await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn remove_member(&self, org_id: Uuid, user_id: Uuid, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM members WHERE org_id = ? AND user_id = ?")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        bump_generation(&mut tx).await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn create_key(&self, org_id: Uuid, key: &NewKey, audit: AuditRecord) -> StoreResult<KeyRecord> {
+        let mut tx = self.begin().await?;
+        ensure_member(&mut tx, org_id, key.created_by).await?;
+        ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
+        insert_key(&mut tx, org_id, key).await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        let record = key_in_tx(&mut tx, org_id, key.id).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(record)
+    }
+
+    async fn list_keys(&self, org_id: Uuid, filter: &KeyFilter) -> StoreResult<Vec<KeyRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ?1 AND k.deleted_at IS NULL \
+             AND (?2 IS NULL OR instr(lower(k.name), lower(?2)) > 0) \
+             AND (?3 IS NULL OR COALESCE(k.last_used_at, k.created_at) < ?3) \
+             ORDER BY k.created_at, k.id"
+        ))
+        .bind(org_id.to_string())
+        .bind(filter.search.as_deref())
+        .bind(filter.unused_since.map(Timestamp::millis))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ? AND k.id = ? AND k.deleted_at IS NULL"
+        ))
+        .bind(org_id.to_string())
+        .bind(key_id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        key_from_row(&row)
+    }
+
+    async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid> {
+        let org: String = sqlx::query_scalar("SELECT org_id FROM api_keys WHERE id = ? AND deleted_at IS NULL")
+            .bind(key_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        Uuid::parse_str(&org).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    async fn rotate_key(
+        &self,
+        org_id: Uuid,
+        key_id: Uuid,
+        grace_ends_at: Timestamp,
+        successor: &NewKey,
+        audit: AuditRecord,
+    ) -> StoreResult<KeyRecord> {
+        let mut tx = self.begin().await?;
+        let old = key_in_tx(&mut tx, org_id, key_id).await?;
+        if old.replaced_by.is_some() {
+            return Err(StoreError::Conflict(
+                "this key was already rotated; rotate its successor instead".into(),
+            ));
+        }
+        sqlx::query("UPDATE api_keys SET replaced_by = ?, grace_ends_at = ? WHERE org_id = ? AND id = ?")
+            .bind(successor.id.to_string())
+            .bind(grace_ends_at.millis())
+            .bind(org_id.to_string())
+            .bind(key_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_key(&mut tx, org_id, successor).await?;
+        bump_generation(&mut tx).await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        let record = key_in_tx(&mut tx, org_id, successor.id).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(record)
+    }
+
+    async fn delete_key(&self, org_id: Uuid, key_id: Uuid, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET deleted_at = ? WHERE org_id = ? AND id = ? AND deleted_at IS NULL",
+        )
+        .bind(Timestamp::now().millis())
+        .bind(org_id.to_string())
+        .bind(key_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        bump_generation(&mut tx).await?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, o.name AS org_name, \
+             EXISTS (SELECT 1 FROM members m WHERE m.org_id = k.org_id AND m.user_id = k.created_by) AS owner_is_member \
+             FROM api_keys k JOIN organizations o ON o.id = k.org_id \
+             WHERE k.digest = ? AND k.deleted_at IS NULL"
+        ))
+        .bind(&digest.as_bytes()[..])
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("digest").map_err(map_err)?;
+        let stored = KeyDigest::from_slice(&stored).ok_or_else(|| StoreError::Internal("digest length".into()))?;
+        Ok(Some(KeyGrant {
+            key: key_from_row(&row)?,
+            digest: stored,
+            org_name: str_col(&row, "org_name")?,
+            owner_is_member: row.try_get("owner_is_member").map_err(map_err)?,
+        }))
+    }
+
+    async fn list_agents(&self, org_id: Uuid, search: Option<&str>, page: Page) -> StoreResult<Listed<Agent>> {
+        let filter = "org_id = ?1 AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0 \
+                      OR instr(lower(description), lower(?2)) > 0)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM agents WHERE {filter}"))
+            .bind(org_id.to_string())
+            .bind(search)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, name, description, instructions, model, created_at, updated_at FROM agents \
+             WHERE {filter} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(org_id.to_string())
+        .bind(search)
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(Listed { items: rows.iter().map(agent_from_row).collect::<StoreResult<_>>()?, total })
+    }
+
+    async fn create_agent(&self, org_id: Uuid, a: &Agent, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, org_id, name, description, instructions, model, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.id.to_string())
+        .bind(org_id.to_string())
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(&a.instructions)
+        .bind(a.model.as_deref())
+        .bind(a.created_at.millis())
+        .bind(a.updated_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_agent(&self, org_id: Uuid, agent_id: Uuid) -> StoreResult<Agent> {
+        let row = sqlx::query(
+            "SELECT id, name, description, instructions, model, created_at, updated_at FROM agents \
+             WHERE org_id = ? AND id = ?",
+        )
+        .bind(org_id.to_string())
+        .bind(agent_id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        agent_from_row(&row)
+    }
+
+    async fn update_agent(&self, org_id: Uuid, a: &Agent, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET name = ?, description = ?, instructions = ?, model = ?, updated_at = ? \
+             WHERE org_id = ? AND id = ?",
+        )
+        .bind(&a.name)
+        .bind(&a.description)
+        .bind(&a.instructions)
+        .bind(a.model.as_deref())
+        .bind(a.updated_at.millis())
+        .bind(org_id.to_string())
+        .bind(a.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM agents WHERE org_id = ? AND id = ?")
+            .bind(org_id.to_string())
+            .bind(agent_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn record_batch(&self, audit: &[AuditRecord], last_used: &[(Uuid, Timestamp)]) -> StoreResult<()> {
+        if audit.is_empty() && last_used.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, audit).await?;
+        for (key_id, at) in last_used {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+            )
+            .bind(at.millis())
+            .bind(key_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_audit(&self, org_id: Uuid, f: &AuditFilter, page: Page) -> StoreResult<Listed<AuditRecord>> {
+        let filter = "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
+                      AND (?4 IS NULL OR action = ?4)";
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_log WHERE {filter}"))
+            .bind(org_id.to_string())
+            .bind(f.from.map(Timestamp::millis))
+            .bind(f.to.map(Timestamp::millis))
+            .bind(f.action.as_deref())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id \
+             FROM audit_log WHERE {filter} ORDER BY at DESC, id DESC LIMIT ?5 OFFSET ?6"
+        ))
+        .bind(org_id.to_string())
+        .bind(f.from.map(Timestamp::millis))
+        .bind(f.to.map(Timestamp::millis))
+        .bind(f.action.as_deref())
+        .bind(page.limit)
+        .bind(page.offset)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(Listed { items: rows.iter().map(audit_from_row).collect::<StoreResult<_>>()?, total })
+    }
+}
