@@ -79,7 +79,11 @@ pub struct InMemoryKeyCache {
 
 impl InMemoryKeyCache {
     pub fn new(capacity: usize) -> Self {
-        InMemoryKeyCache { epoch: AtomicU64::new(0), keys: DashMap::new(), capacity }
+        InMemoryKeyCache {
+            epoch: AtomicU64::new(0),
+            keys: DashMap::new(),
+            capacity,
+        }
     }
 }
 
@@ -120,7 +124,10 @@ pub async fn watch_changes(state: AppState, every: Duration) {
         match state.store.generation().await {
             Ok(g) if Some(g) != seen => {
                 if seen.is_some() {
-                    tracing::debug!(generation = g, "keys or members changed; verified keys dropped");
+                    tracing::debug!(
+                        generation = g,
+                        "keys or members changed; verified keys dropped"
+                    );
                 }
                 state.keys.invalidate_all();
                 seen = Some(g);
@@ -169,7 +176,12 @@ pub struct Audited;
 /// The scope an operation needs: reads need `read`, changes `write`; key management and
 /// the audit log need `admin`.
 pub fn required_scope(method: &Method, path: &str) -> Scope {
-    let resource = path.strip_prefix("/api/v1/").unwrap_or("").split('/').next().unwrap_or("");
+    let resource = path
+        .strip_prefix("/api/v1/")
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
     if matches!(resource, "ApiKey" | "AuditLog") {
         return Scope::Admin;
     }
@@ -193,7 +205,11 @@ fn client_ip(request: &Request) -> IpAddr {
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// `RateLimit-Policy` and `RateLimit` in the shape of draft-ietf-httpapi-ratelimit-headers.
@@ -213,8 +229,10 @@ fn rate_limit_headers(policy: &str, d: &Decision) -> [(header::HeaderName, Heade
 }
 
 fn too_many(policy: &str, d: &Decision) -> ApiError {
-    let mut e = ApiError::new(Code::RateLimited)
-        .header(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs.max(1)));
+    let mut e = ApiError::new(Code::RateLimited).header(
+        header::RETRY_AFTER,
+        HeaderValue::from(d.retry_after_secs.max(1)),
+    );
     for (name, value) in rate_limit_headers(policy, d) {
         e = e.header(name, value);
     }
@@ -222,7 +240,11 @@ fn too_many(policy: &str, d: &Decision) -> ApiError {
 }
 
 /// Middleware for every `/api/v1` path, including unknown ones: authenticate, then route.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
@@ -242,7 +264,10 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     }
     let decision = state
         .limiter
-        .check(Bucket::Key(caller.verified.key.id), Quota::per_minute(caller.rate_limit))
+        .check(
+            Bucket::Key(caller.verified.key.id),
+            Quota::per_minute(caller.rate_limit),
+        )
         .await;
     if !decision.allowed {
         state.metrics.rate_limited("key");
@@ -256,7 +281,9 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(caller.clone());
     let mut response = next.run(request).await;
-    response.headers_mut().extend(rate_limit_headers("api-key", &decision));
+    response
+        .headers_mut()
+        .extend(rate_limit_headers("api-key", &decision));
     if response.extensions().get::<Audited>().is_none() {
         let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
             .key(caller.verified.key.id, &caller.verified.key.name);
@@ -312,7 +339,9 @@ async fn verify(
     };
     let verified = match cached {
         Some(v) => v,
-        None => load(state, &digest).await?.ok_or_else(|| ApiError::new(Code::InvalidApiKey))?,
+        None => load(state, &digest)
+            .await?
+            .ok_or_else(|| ApiError::new(Code::InvalidApiKey))?,
     };
     if !verified.digest.matches(&digest) {
         return Err(ApiError::new(Code::InvalidApiKey));
@@ -335,7 +364,11 @@ async fn verify(
         return Err(ApiError::new(Code::KeyOwnerNotMember));
     }
     let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
-    Ok(Caller { org_id, verified, rate_limit })
+    Ok(Caller {
+        org_id,
+        verified,
+        rate_limit,
+    })
 }
 
 async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<VerifiedKey>>, ApiError> {
@@ -362,7 +395,10 @@ mod tests {
         assert_eq!(s(Method::GET, "/api/v1/ApiKey"), Scope::Admin);
         assert_eq!(s(Method::GET, "/api/v1/Connection"), Scope::Read);
         assert_eq!(s(Method::POST, "/api/v1/Connection"), Scope::Admin);
-        assert_eq!(s(Method::POST, "/api/v1/DataSourceCollection"), Scope::Admin);
+        assert_eq!(
+            s(Method::POST, "/api/v1/DataSourceCollection"),
+            Scope::Admin
+        );
         assert_eq!(s(Method::GET, "/api/v1/Nope"), Scope::Read);
     }
 }

@@ -23,9 +23,17 @@ pub struct FirstStart {
 pub async fn first_start(store: &dyn Store) -> StoreResult<Option<FirstStart>> {
     let now = Timestamp::now();
     let key = ApiKey::generate(Environment::Live);
-    let user = User { id: Uuid::now_v7(), email: OWNER_EMAIL.to_owned(), created_at: now };
+    let user = User {
+        id: Uuid::now_v7(),
+        email: OWNER_EMAIL.to_owned(),
+        created_at: now,
+    };
     let boot = Bootstrap {
-        org: Organization { id: Uuid::now_v7(), name: DEFAULT_ORG.to_owned(), created_at: now },
+        org: Organization {
+            id: Uuid::now_v7(),
+            name: DEFAULT_ORG.to_owned(),
+            created_at: now,
+        },
         key: NewKey {
             id: Uuid::now_v7(),
             name: KEY_NAME.to_owned(),
@@ -41,7 +49,10 @@ pub async fn first_start(store: &dyn Store) -> StoreResult<Option<FirstStart>> {
         user,
     };
     let org_id = boot.org.id;
-    Ok(store.bootstrap(&boot).await?.then_some(FirstStart { org_id, key }))
+    Ok(store
+        .bootstrap(&boot)
+        .await?
+        .then_some(FirstStart { org_id, key }))
 }
 
 /// The block printed under the `listening on` line after a first start.

@@ -13,7 +13,10 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Timestamp(ms as i64)
     }
 

@@ -39,7 +39,10 @@ impl FromStr for HumanDuration {
             "d" => 86_400,
             _ => return Err(invalid()),
         };
-        let secs = n.checked_mul(per).filter(|s| *s <= MAX_SECS).ok_or_else(invalid)?;
+        let secs = n
+            .checked_mul(per)
+            .filter(|s| *s <= MAX_SECS)
+            .ok_or_else(invalid)?;
         Ok(HumanDuration(Duration::from_secs(secs)))
     }
 }
@@ -100,7 +103,17 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "s", "10", "1.5h", "-1d", "10y", "1 d", "99999999999999d", "é"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5h",
+            "-1d",
+            "10y",
+            "1 d",
+            "99999999999999d",
+            "é",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
     }
@@ -108,7 +121,10 @@ mod tests {
     #[test]
     fn rate_limits_read_n_per_minute_within_bounds() {
         assert_eq!("600/min".parse::<PerMinute>(), Ok(PerMinute(600)));
-        assert_eq!("1000000000/min".parse::<PerMinute>(), Ok(PerMinute(1_000_000_000)));
+        assert_eq!(
+            "1000000000/min".parse::<PerMinute>(),
+            Ok(PerMinute(1_000_000_000))
+        );
         for bad in ["0/min", "1000000001/min", "600", "600/s", "/min", "-1/min"] {
             assert!(bad.parse::<PerMinute>().is_err(), "{bad}");
         }

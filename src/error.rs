@@ -145,11 +145,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code) -> Self {
-        ApiError { code, detail: None, errors: BTreeMap::new(), headers: Vec::new() }
+        ApiError {
+            code,
+            detail: None,
+            errors: BTreeMap::new(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_detail(code: Code, detail: impl Into<String>) -> Self {
-        ApiError { detail: Some(detail.into()), ..Self::new(code) }
+        ApiError {
+            detail: Some(detail.into()),
+            ..Self::new(code)
+        }
     }
 
     pub fn not_found() -> Self {
@@ -198,7 +206,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
-        let detail = self.detail.unwrap_or_else(|| self.code.default_detail().to_owned());
+        let detail = self
+            .detail
+            .unwrap_or_else(|| self.code.default_detail().to_owned());
         let problem = Problem {
             kind: format!("/docs/errors#{}", self.code.as_str()),
             title: self.code.title().to_owned(),

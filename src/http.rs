@@ -54,19 +54,24 @@ const PATH_SEGMENTS: [&str; 15] = [
 /// Rewrites `/API/v1/agent/...` to `/api/v1/Agent/...` before routing.
 pub fn normalize_path(mut request: Request) -> Request {
     let path = request.uri().path();
-    if !path.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("/api/v1/")) {
+    if !path
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/api/v1/"))
+    {
         return request;
     }
     let mut changed = false;
     let normalized: Vec<&str> = path
         .split('/')
-        .map(|seg| match PATH_SEGMENTS.iter().find(|c| c.eq_ignore_ascii_case(seg)) {
-            Some(canonical) => {
-                changed |= *canonical != seg;
-                *canonical
-            }
-            None => seg,
-        })
+        .map(
+            |seg| match PATH_SEGMENTS.iter().find(|c| c.eq_ignore_ascii_case(seg)) {
+                Some(canonical) => {
+                    changed |= *canonical != seg;
+                    *canonical
+                }
+                None => seg,
+            },
+        )
         .collect();
     if !changed {
         return request;
@@ -87,12 +92,16 @@ pub fn normalize_path(mut request: Request) -> Request {
 }
 
 fn is_credential_param(name: &str) -> bool {
-    CREDENTIAL_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(name))
+    CREDENTIAL_PARAMS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(name))
 }
 
 /// The path and query as logs may show them: credential parameters' values redacted.
 pub fn loggable_uri(uri: &Uri) -> String {
-    let Some(query) = uri.query() else { return uri.path().to_owned() };
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
     let pairs = form_urlencoded::parse(query.as_bytes());
     if !pairs.clone().any(|(k, _)| is_credential_param(&k)) {
         return format!("{}?{}", uri.path(), query);
@@ -111,7 +120,8 @@ pub fn loggable_uri(uri: &Uri) -> String {
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = (1..=128).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
     ok.then(|| s.to_owned())
 }
 
@@ -131,10 +141,9 @@ pub async fn context(State(state): State<AppState>, request: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let has_credentials = request
-        .uri()
-        .query()
-        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_credential_param(&k)));
+    let has_credentials = request.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_credential_param(&k))
+    });
 
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async move {
@@ -214,7 +223,10 @@ impl Params {
     /// The value of a parameter, by its documented name in any case.
     pub fn get(&self, name: &str) -> Option<&str> {
         let lower = name.to_ascii_lowercase();
-        self.0.iter().find(|(k, _)| *k == lower).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| *k == lower)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A non-empty text parameter.
@@ -224,17 +236,24 @@ impl Params {
 
     /// `Offset` (default 0, at least 0) and `Limit` (default 25, 1 to 100).
     pub fn page(&self, errors: &mut FieldErrors) -> Page {
-        let mut number = |name: &str, default: i64, min: i64, max: i64, msg: &str| match self.get(name) {
-            None => default,
-            Some(v) => match v.trim().parse::<i64>() {
-                Ok(n) if (min..=max).contains(&n) => n,
-                _ => {
-                    errors.add(name, msg);
-                    default
-                }
-            },
-        };
-        let offset = number("Offset", 0, 0, i64::MAX, "must be a whole number, 0 or more");
+        let mut number =
+            |name: &str, default: i64, min: i64, max: i64, msg: &str| match self.get(name) {
+                None => default,
+                Some(v) => match v.trim().parse::<i64>() {
+                    Ok(n) if (min..=max).contains(&n) => n,
+                    _ => {
+                        errors.add(name, msg);
+                        default
+                    }
+                },
+            };
+        let offset = number(
+            "Offset",
+            0,
+            0,
+            i64::MAX,
+            "must be a whole number, 0 or more",
+        );
         let limit = number("Limit", 25, 1, 100, "must be a whole number from 1 to 100");
         Page { offset, limit }
     }
@@ -244,7 +263,10 @@ impl Params {
         let v = self.text(name)?;
         let t = Timestamp::parse(v);
         if t.is_none() {
-            errors.add(name, "must be an RFC 3339 time, such as 2026-11-28T09:30:00Z");
+            errors.add(
+                name,
+                "must be an RFC 3339 time, such as 2026-11-28T09:30:00Z",
+            );
         }
         t
     }
@@ -256,7 +278,10 @@ pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_default().push(message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_default()
+            .push(message.into());
     }
 
     pub fn check(self) -> Result<(), ApiError> {
@@ -264,7 +289,10 @@ impl FieldErrors {
             return Ok(());
         }
         let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        let mut e = ApiError::with_detail(Code::ValidationError, format!("Not valid: {}.", names.join(", ")));
+        let mut e = ApiError::with_detail(
+            Code::ValidationError,
+            format!("Not valid: {}.", names.join(", ")),
+        );
         e.errors = self.0;
         Err(e)
     }
@@ -276,8 +304,17 @@ pub trait RequestBody: DeserializeOwned {
 }
 
 /// Fields the server sets itself; a client sending one is told so by name.
-const SERVER_OWNED: [&str; 9] =
-    ["id", "orgId", "createdAt", "updatedAt", "createdBy", "lastUsedAt", "hint", "key", "replacedBy"];
+const SERVER_OWNED: [&str; 9] = [
+    "id",
+    "orgId",
+    "createdAt",
+    "updatedAt",
+    "createdBy",
+    "lastUsedAt",
+    "hint",
+    "key",
+    "replacedBy",
+];
 
 /// A JSON body of at most 1 MiB, refused with the name of any field that does not belong.
 pub struct ApiJson<T>(pub T);
@@ -286,24 +323,33 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::with_detail(
-                    Code::PayloadTooLarge,
-                    format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
-                )
-            } else {
-                ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::with_detail(
+                        Code::PayloadTooLarge,
+                        format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
+                    )
+                } else {
+                    ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
+                }
+            })?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::with_detail(
                 Code::InvalidJson,
-                format!("The request body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+                format!(
+                    "The request body is not valid JSON (line {}, column {}).",
+                    e.line(),
+                    e.column()
+                ),
             )
         })?;
         let Some(object) = value.as_object() else {
-            return Err(ApiError::with_detail(Code::InvalidJson, "The request body must be a JSON object."));
+            return Err(ApiError::with_detail(
+                Code::InvalidJson,
+                "The request body must be a JSON object.",
+            ));
         };
         let mut errors = FieldErrors::default();
         for name in object.keys() {
@@ -339,7 +385,12 @@ pub struct List<T> {
 
 impl<T> List<T> {
     pub fn new(listed: crate::store::Listed<T>, page: Page) -> Self {
-        List { items: listed.items, total: listed.total, offset: page.offset, limit: page.limit }
+        List {
+            items: listed.items,
+            total: listed.total,
+            offset: page.offset,
+            limit: page.limit,
+        }
     }
 }
 
@@ -357,7 +408,10 @@ pub async fn serve<S>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
@@ -375,11 +429,17 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            app.clone().oneshot(request.map(Body::new))
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                app.clone().oneshot(request.map(Body::new))
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = watched.await {
@@ -388,7 +448,10 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still busy after {drain:?}; closing them");
     }
 }

@@ -160,7 +160,12 @@ impl ApiKey {
     /// `sai_live_Ab3x…9fQz`: enough to tell keys apart in a list, far too little to use.
     pub fn hint(&self) -> String {
         let k = self.0.expose_secret();
-        format!("{}{}…{}", &k[..PREFIX_LEN], &k[PREFIX_LEN..PREFIX_LEN + 4], &k[KEY_LEN - 4..])
+        format!(
+            "{}{}…{}",
+            &k[..PREFIX_LEN],
+            &k[PREFIX_LEN..PREFIX_LEN + 4],
+            &k[KEY_LEN - 4..]
+        )
     }
 
     /// The plaintext, for the one response that hands a new key to its owner.

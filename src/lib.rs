@@ -83,7 +83,11 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(listen: SocketAddr, settings: Settings, store: Arc<dyn Store>) -> std::io::Result<Server> {
+    pub async fn bind(
+        listen: SocketAddr,
+        settings: Settings,
+        store: Arc<dyn Store>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store));
         let state = AppState {
@@ -94,7 +98,11 @@ impl Server {
             settings: Arc::new(settings),
             metrics: Metrics::new(),
         };
-        Ok(Server { listener, state, recorder_task })
+        Ok(Server {
+            listener,
+            state,
+            recorder_task,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -104,11 +112,26 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every
     /// buffered record before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, state, recorder_task } = self;
-        let watcher = tokio::spawn(auth::watch_changes(state.clone(), state.settings.change_poll));
+        let Server {
+            listener,
+            state,
+            recorder_task,
+        } = self;
+        let watcher = tokio::spawn(auth::watch_changes(
+            state.clone(),
+            state.settings.change_poll,
+        ));
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let app = tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
-        http::serve(listener, app, state.settings.header_read_timeout, state.settings.drain_timeout, shutdown).await;
+        let app =
+            tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
+        http::serve(
+            listener,
+            app,
+            state.settings.header_read_timeout,
+            state.settings.drain_timeout,
+            shutdown,
+        )
+        .await;
         watcher.abort();
         housekeeping.abort();
         let _ = watcher.await;
@@ -129,7 +152,7 @@ async fn housekeeping(state: AppState) {
         tick.tick().await;
         state.metrics.upkeep();
         n += 1;
-        if n % (ratelimit::PRUNE_EVERY.as_secs() / 5) == 0 {
+        if n.is_multiple_of(ratelimit::PRUNE_EVERY.as_secs() / 5) {
             state.limiter.prune();
         }
     }

@@ -61,9 +61,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub fn follows_naming_pattern(name: &str) -> bool {
     let parts: Vec<&str> = name.split('-').collect();
     parts.len() >= 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 fn new_key(spec: &KeySpec, created_by: Uuid, now: Timestamp) -> (NewKey, ApiKey) {
@@ -91,9 +93,15 @@ pub async fn create(
     spec: &KeySpec,
     actor: &Actor,
 ) -> StoreResult<(KeyRecord, ApiKey)> {
-    check_name(&spec.name).map_err(|message| StoreError::Invalid { field: "name", message })?;
+    check_name(&spec.name).map_err(|message| StoreError::Invalid {
+        field: "name",
+        message,
+    })?;
     let (record, key) = new_key(spec, user_id, Timestamp::now());
-    let audit = actor.audit(org_id, "api_key.created").key(record.id, &record.name).target(record.id);
+    let audit = actor
+        .audit(org_id, "api_key.created")
+        .key(record.id, &record.name)
+        .target(record.id);
     let stored = store.create_key(org_id, &record, audit).await?;
     Ok((stored, key))
 }
@@ -124,14 +132,24 @@ pub async fn rotate(
         .audit(org_id, "api_key.rotated")
         .key(old.id, &old.name)
         .target(successor.id);
-    let stored = store.rotate_key(org_id, key_id, now.plus(grace), &successor, audit).await?;
+    let stored = store
+        .rotate_key(org_id, key_id, now.plus(grace), &successor, audit)
+        .await?;
     Ok((stored, key))
 }
 
 /// Deletes a key; it stops working at once.
-pub async fn delete(store: &dyn Store, org_id: Uuid, key_id: Uuid, actor: &Actor) -> StoreResult<()> {
+pub async fn delete(
+    store: &dyn Store,
+    org_id: Uuid,
+    key_id: Uuid,
+    actor: &Actor,
+) -> StoreResult<()> {
     let old = store.get_key(org_id, key_id).await?;
-    let audit = actor.audit(org_id, "api_key.deleted").key(old.id, &old.name).target(old.id);
+    let audit = actor
+        .audit(org_id, "api_key.deleted")
+        .key(old.id, &old.name)
+        .target(old.id);
     store.delete_key(org_id, key_id, audit).await
 }
 

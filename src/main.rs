@@ -5,8 +5,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = siesta::cli::Cli::parse();
-    let default_level = if matches!(cli.command, siesta::cli::Command::Serve(_)) { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let default_level = if matches!(cli.command, siesta::cli::Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("SIESTA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -17,6 +22,9 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(siesta::cli::run(cli))
 }

@@ -26,16 +26,31 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
-            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
         let recorder = Arc::new(recorder);
         for (name, help) in [
-            ("siesta_http_requests_total", "HTTP requests answered, by route and status."),
-            ("siesta_http_request_duration_seconds", "Time to answer HTTP requests, by route."),
-            ("siesta_auth_failures_total", "Requests refused by authentication, by code."),
-            ("siesta_rate_limited_total", "Requests refused by a rate limit, by limit."),
+            (
+                "siesta_http_requests_total",
+                "HTTP requests answered, by route and status.",
+            ),
+            (
+                "siesta_http_request_duration_seconds",
+                "Time to answer HTTP requests, by route.",
+            ),
+            (
+                "siesta_auth_failures_total",
+                "Requests refused by authentication, by code.",
+            ),
+            (
+                "siesta_rate_limited_total",
+                "Requests refused by a rate limit, by limit.",
+            ),
         ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
@@ -50,16 +65,24 @@ impl Metrics {
         );
         self.recorder.register_counter(&key, &META).increment(1);
         let key = Key::from_parts("siesta_http_request_duration_seconds", vec![route]);
-        self.recorder.register_histogram(&key, &META).record(elapsed.as_secs_f64());
+        self.recorder
+            .register_histogram(&key, &META)
+            .record(elapsed.as_secs_f64());
     }
 
     pub fn auth_failure(&self, code: Code) {
-        let key = Key::from_parts("siesta_auth_failures_total", vec![Label::new("code", code.as_str())]);
+        let key = Key::from_parts(
+            "siesta_auth_failures_total",
+            vec![Label::new("code", code.as_str())],
+        );
         self.recorder.register_counter(&key, &META).increment(1);
     }
 
     pub fn rate_limited(&self, limit: &'static str) {
-        let key = Key::from_parts("siesta_rate_limited_total", vec![Label::new("limit", limit)]);
+        let key = Key::from_parts(
+            "siesta_rate_limited_total",
+            vec![Label::new("limit", limit)],
+        );
         self.recorder.register_counter(&key, &META).increment(1);
     }
 

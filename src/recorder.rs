@@ -22,7 +22,7 @@ const BATCH: usize = 5_000;
 const BACKLOG: usize = 200_000;
 
 enum Entry {
-    Audit(AuditRecord),
+    Audit(Box<AuditRecord>),
     Used(Uuid, Timestamp),
     Flush(oneshot::Sender<()>),
 }
@@ -44,7 +44,7 @@ impl Recorder {
     }
 
     pub fn audit(&self, record: AuditRecord) {
-        let _ = self.tx.send(Entry::Audit(record));
+        let _ = self.tx.send(Entry::Audit(Box::new(record)));
     }
 
     pub fn key_used(&self, key_id: Uuid, at: Timestamp) {
@@ -78,7 +78,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Entry>) {
         let mut due = false;
         tokio::select! {
             entry = rx.recv() => match entry {
-                Some(Entry::Audit(r)) => audit.push(r),
+                Some(Entry::Audit(r)) => audit.push(*r),
                 Some(Entry::Used(k, at)) => used.push((k, at)),
                 Some(Entry::Flush(done)) => waiting.push(done),
                 None => closed = true,
@@ -91,7 +91,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Entry>) {
         // Whatever else is already queued goes into the same transaction.
         while let Ok(entry) = rx.try_recv() {
             match entry {
-                Entry::Audit(r) => audit.push(r),
+                Entry::Audit(r) => audit.push(*r),
                 Entry::Used(k, at) => used.push((k, at)),
                 Entry::Flush(done) => waiting.push(done),
             }
@@ -126,6 +126,9 @@ async fn write(store: &dyn Store, audit: &mut Vec<AuditRecord>, used: &mut Vec<(
     if audit.len() > BACKLOG {
         let lost = audit.len() - BACKLOG;
         audit.drain(..lost);
-        tracing::error!(lost, "dropped the oldest request records: the database has not accepted writes");
+        tracing::error!(
+            lost,
+            "dropped the oldest request records: the database has not accepted writes"
+        );
     }
 }

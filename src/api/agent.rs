@@ -45,7 +45,9 @@ fn check_len(errors: &mut FieldErrors, field: &str, value: Option<&str>, min: us
         if n < min || n > max {
             errors.add(field, format!("must be {min} to {max} characters long"));
         }
-        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        if v.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
             errors.add(field, "must not contain control characters");
         }
     }
@@ -57,9 +59,27 @@ impl AgentInput {
         if creating && self.name.is_none() {
             errors.add("name", "is required");
         }
-        check_len(&mut errors, "name", self.name.as_deref().map(str::trim), 1, NAME_MAX);
-        check_len(&mut errors, "description", self.description.as_deref(), 0, DESCRIPTION_MAX);
-        check_len(&mut errors, "instructions", self.instructions.as_deref(), 0, INSTRUCTIONS_MAX);
+        check_len(
+            &mut errors,
+            "name",
+            self.name.as_deref().map(str::trim),
+            1,
+            NAME_MAX,
+        );
+        check_len(
+            &mut errors,
+            "description",
+            self.description.as_deref(),
+            0,
+            DESCRIPTION_MAX,
+        );
+        check_len(
+            &mut errors,
+            "instructions",
+            self.instructions.as_deref(),
+            0,
+            INSTRUCTIONS_MAX,
+        );
         check_len(&mut errors, "model", self.model.as_deref(), 1, MODEL_MAX);
         errors.check()
     }
@@ -88,11 +108,18 @@ impl AgentInput {
     ),
     responses((status = 200, body = List<Agent>)),
 )]
-async fn list_agents(State(state): State<AppState>, caller: Caller, params: Params) -> Result<Json<List<Agent>>> {
+async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<Agent>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
     errors.check()?;
-    let listed = state.store.list_agents(caller.org_id, params.text("Search"), page).await?;
+    let listed = state
+        .store
+        .list_agents(caller.org_id, params.text("Search"), page)
+        .await?;
     Ok(Json(List::new(listed, page)))
 }
 
@@ -102,7 +129,11 @@ async fn list_agents(State(state): State<AppState>, caller: Caller, params: Para
     request_body = AgentInput,
     responses((status = 201, body = Agent)),
 )]
-async fn create_agent(State(state): State<AppState>, caller: Caller, ApiJson(input): ApiJson<AgentInput>) -> Result<Response> {
+async fn create_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<AgentInput>,
+) -> Result<Response> {
     input.validate(true)?;
     let now = Timestamp::now();
     let mut agent = Agent {
@@ -115,14 +146,25 @@ async fn create_agent(State(state): State<AppState>, caller: Caller, ApiJson(inp
         updated_at: now,
     };
     input.apply(&mut agent);
-    state.store.create_agent(caller.org_id, &agent, caller.audit("agent.created", agent.id)).await?;
+    state
+        .store
+        .create_agent(
+            caller.org_id,
+            &agent,
+            caller.audit("agent.created", agent.id),
+        )
+        .await?;
     Ok(audited((StatusCode::CREATED, Json(agent))))
 }
 
 /// Get one agent.
 #[utoipa::path(get, path = "/api/v1/Agent/{agentId}", tag = "Agent",
     params(("agentId" = uuid::Uuid, Path)), responses((status = 200, body = Agent)))]
-async fn get_agent(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> Result<Json<Agent>> {
+async fn get_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<Agent>> {
     Ok(Json(state.store.get_agent(caller.org_id, id).await?))
 }
 
@@ -139,15 +181,29 @@ async fn update_agent(
     let mut agent = state.store.get_agent(caller.org_id, id).await?;
     input.apply(&mut agent);
     agent.updated_at = Timestamp::now();
-    state.store.update_agent(caller.org_id, &agent, caller.audit("agent.updated", agent.id)).await?;
+    state
+        .store
+        .update_agent(
+            caller.org_id,
+            &agent,
+            caller.audit("agent.updated", agent.id),
+        )
+        .await?;
     Ok(audited(Json(agent)))
 }
 
 /// Delete an agent.
 #[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", tag = "Agent",
     params(("agentId" = uuid::Uuid, Path)), responses((status = 204)))]
-async fn delete_agent(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> Result<Response> {
-    state.store.delete_agent(caller.org_id, id, caller.audit("agent.deleted", id)).await?;
+async fn delete_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Response> {
+    state
+        .store
+        .delete_agent(caller.org_id, id, caller.audit("agent.deleted", id))
+        .await?;
     Ok(audited(StatusCode::NO_CONTENT))
 }
 
@@ -156,4 +212,3 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))
 }
-

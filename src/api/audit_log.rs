@@ -22,7 +22,11 @@ use crate::AppState;
     ),
     responses((status = 200, body = List<AuditRecord>)),
 )]
-async fn list_audit(State(state): State<AppState>, caller: Caller, params: Params) -> Result<Json<List<AuditRecord>>> {
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<AuditRecord>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
     let filter = AuditFilter {

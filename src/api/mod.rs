@@ -37,7 +37,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found())?;
-        Uuid::try_parse(&raw).map(PathId).map_err(|_| ApiError::not_found())
+        Uuid::try_parse(&raw)
+            .map(PathId)
+            .map_err(|_| ApiError::not_found())
     }
 }
 
@@ -104,10 +106,17 @@ struct Readiness {
 /// `GET /readyz`: the database answers.
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(Readiness { status: "ready", database: "ok" }).into_response(),
+        Ok(()) => Json(Readiness {
+            status: "ready",
+            database: "ok",
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            let body = Readiness { status: "unavailable", database: "unreachable" };
+            let body = Readiness {
+                status: "unavailable",
+                database: "unreachable",
+            };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -115,14 +124,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn unknown_api_path() -> ApiError {
     ApiError::not_found()
 }
 
-async fn auth_gate(state: State<AppState>, request: axum::extract::Request, next: middleware::Next) -> Response {
+async fn auth_gate(
+    state: State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
     let path = request.uri().path();
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         authenticate(state, request, next).await
@@ -135,7 +152,14 @@ fn cors(state: &AppState) -> CorsLayer {
     let origins: Vec<HeaderValue> = state.settings.cors_origins.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             HeaderName::from_static("x-api-key"),
             HeaderName::from_static("x-org-id"),
@@ -164,7 +188,10 @@ pub fn app(state: AppState) -> Router {
         ]))
         .layer(middleware::from_fn_with_state(state.clone(), context))
         .layer(cors(&state))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.settings.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.settings.request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), auth_gate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
     api.route("/healthz", axum::routing::get(healthz))

@@ -93,7 +93,10 @@ fn issued_text(record: &KeyRecord, key: &ApiKey, what: &str) -> String {
         id = record.id,
         scope = record.scope,
         env = record.environment,
-        expiry = record.ends_at().map(|t| format!(", expires {t}")).unwrap_or_default(),
+        expiry = record
+            .ends_at()
+            .map(|t| format!(", expires {t}"))
+            .unwrap_or_default(),
         value = key.reveal(),
     )
 }
@@ -101,7 +104,10 @@ fn issued_text(record: &KeyRecord, key: &ApiKey, what: &str) -> String {
 fn key_line(k: &KeyRecord, now: Timestamp) -> String {
     let state = match k.ends_at() {
         Some(end) if end <= now => "expired".to_owned(),
-        _ if k.replaced_by.is_some() => format!("rotated, works until {}", k.grace_ends_at.map_or("-".into(), |t| t.to_string())),
+        _ if k.replaced_by.is_some() => format!(
+            "rotated, works until {}",
+            k.grace_ends_at.map_or("-".into(), |t| t.to_string())
+        ),
         Some(end) => format!("expires {end}"),
         None => "active".to_owned(),
     };
@@ -119,7 +125,15 @@ fn key_line(k: &KeyRecord, now: Timestamp) -> String {
 
 pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliResult {
     match command {
-        KeysCommand::Create { org, user, name, environment, scope, expires_in, rate_limit } => {
+        KeysCommand::Create {
+            org,
+            user,
+            name,
+            environment,
+            scope,
+            expires_in,
+            rate_limit,
+        } => {
             let org_id = org_arg(store, &org).await?;
             let user = user_arg(store, &user).await?;
             if !lifecycle::follows_naming_pattern(&name) {
@@ -147,14 +161,25 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             let (record, key) = lifecycle::create(store, org_id, user.id, &spec, &Actor::Cli)
                 .await
                 .map_err(|e| match e {
-                    StoreError::Invalid { field: "user", .. } => {
-                        CliError(format!("{} is not a member of organization {org_id}", user.email))
-                    }
+                    StoreError::Invalid { field: "user", .. } => CliError(format!(
+                        "{} is not a member of organization {org_id}",
+                        user.email
+                    )),
                     e => e.into(),
                 })?;
-            out.show(&Issued { record: &record, key: key.reveal() }, || issued_text(&record, &key, "created"));
+            out.show(
+                &Issued {
+                    record: &record,
+                    key: key.reveal(),
+                },
+                || issued_text(&record, &key, "created"),
+            );
         }
-        KeysCommand::List { org, search, unused_for } => {
+        KeysCommand::List {
+            org,
+            search,
+            unused_for,
+        } => {
             let org_id = org_arg(store, &org).await?;
             let now = Timestamp::now();
             let filter = KeyFilter {
@@ -166,12 +191,16 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
                 if keys.is_empty() {
                     return "no keys".to_owned();
                 }
-                keys.iter().map(|k| key_line(k, now)).collect::<Vec<_>>().join("\n")
+                keys.iter()
+                    .map(|k| key_line(k, now))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
         KeysCommand::Rotate { key_id, grace } => {
             let org_id = key_org(store, key_id).await?;
-            let (record, key) = lifecycle::rotate(store, org_id, key_id, grace.0, &Actor::Cli).await?;
+            let (record, key) =
+                lifecycle::rotate(store, org_id, key_id, grace.0, &Actor::Cli).await?;
             out.show(&Issued { record: &record, key: key.reveal() }, || {
                 format!(
                     "{}\n\nThe old key {key_id} keeps working for {grace}. Put the new key in your backend's secret, \
@@ -183,7 +212,13 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
         KeysCommand::Delete { key_id } => {
             let org_id = key_org(store, key_id).await?;
             lifecycle::delete(store, org_id, key_id, &Actor::Cli).await?;
-            out.show(&Deleted { id: key_id, deleted: true }, || format!("deleted key {key_id}; it no longer works"));
+            out.show(
+                &Deleted {
+                    id: key_id,
+                    deleted: true,
+                },
+                || format!("deleted key {key_id}; it no longer works"),
+            );
         }
     }
     Ok(())

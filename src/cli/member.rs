@@ -43,22 +43,47 @@ pub async fn run(store: &dyn Store, out: &Output, command: MemberCommand) -> Cli
         MemberCommand::Add { org, user, role } => {
             let org_id = org_arg(store, &org).await?;
             let user = user_arg(store, &user).await?;
-            let m = Membership { org_id, user_id: user.id, role, created_at: Timestamp::now() };
+            let m = Membership {
+                org_id,
+                user_id: user.id,
+                role,
+                created_at: Timestamp::now(),
+            };
             let audit = AuditRecord::event(org_id, "member.added", "cli").target(user.id);
             store.add_member(&m, audit).await?;
-            out.show(&m, || format!("{} is now {} of organization {}", user.email, role.as_str(), org_id));
+            out.show(&m, || {
+                format!(
+                    "{} is now {} of organization {}",
+                    user.email,
+                    role.as_str(),
+                    org_id
+                )
+            });
         }
         MemberCommand::Remove { org, user } => {
             let org_id = org_arg(store, &org).await?;
             let user = user_arg(store, &user).await?;
             let audit = AuditRecord::event(org_id, "member.removed", "cli").target(user.id);
-            store.remove_member(org_id, user.id, audit).await.map_err(|e| match e {
-                StoreError::NotFound => CliError(format!("{} is not a member of organization {org_id}", user.email)),
-                e => e.into(),
-            })?;
-            let removed = Removed { org_id, user_id: user.id, removed: true };
+            store
+                .remove_member(org_id, user.id, audit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => CliError(format!(
+                        "{} is not a member of organization {org_id}",
+                        user.email
+                    )),
+                    e => e.into(),
+                })?;
+            let removed = Removed {
+                org_id,
+                user_id: user.id,
+                removed: true,
+            };
             out.show(&removed, || {
-                format!("removed {} from organization {org_id}; keys they created no longer work", user.email)
+                format!(
+                    "removed {} from organization {org_id}; keys they created no longer work",
+                    user.email
+                )
             });
         }
     }

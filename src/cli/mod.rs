@@ -15,10 +15,19 @@ use uuid::Uuid;
 use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(name = "siesta", version, about = "Self-hosted server for the Siesta AI External API")]
+#[command(
+    name = "siesta",
+    version,
+    about = "Self-hosted server for the Siesta AI External API"
+)]
 pub struct Cli {
     /// Database URL: a SQLite file (the default, created if missing) or postgres://...
-    #[arg(long, global = true, env = "SIESTA_DATABASE_URL", default_value = "sqlite://siesta.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIESTA_DATABASE_URL",
+        default_value = "sqlite://siesta.db"
+    )]
     pub database: String,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -96,7 +105,10 @@ pub struct Output {
 impl Output {
     fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serializable")
+            );
         } else {
             println!("{}", text());
         }
@@ -104,7 +116,11 @@ impl Output {
 }
 
 async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
-    let id = Uuid::try_parse(org).map_err(|_| CliError(format!("--org takes an organization id (a UUID), not '{org}'")))?;
+    let id = Uuid::try_parse(org).map_err(|_| {
+        CliError(format!(
+            "--org takes an organization id (a UUID), not '{org}'"
+        ))
+    })?;
     store.get_org(id).await.map_err(|e| match e {
         StoreError::NotFound => CliError(format!("no organization with id {id}")),
         e => e.into(),

@@ -23,11 +23,19 @@ pub async fn run(store: &dyn Store, out: &Output, command: OrgCommand) -> CliRes
         OrgCommand::Create { name } => {
             let name = name.trim().to_owned();
             if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-                return Err(CliError("--name must be 1 to 200 printable characters".into()));
+                return Err(CliError(
+                    "--name must be 1 to 200 printable characters".into(),
+                ));
             }
-            let org = Organization { id: Uuid::now_v7(), name, created_at: Timestamp::now() };
+            let org = Organization {
+                id: Uuid::now_v7(),
+                name,
+                created_at: Timestamp::now(),
+            };
             store.create_org(&org).await?;
-            out.show(&org, || format!("created organization {} ({})", org.name, org.id));
+            out.show(&org, || {
+                format!("created organization {} ({})", org.name, org.id)
+            });
         }
         OrgCommand::List => {
             let orgs = store.list_orgs().await?;

@@ -37,22 +37,32 @@ fn parse_per_minute(s: &str) -> Result<u32, String> {
     let n = s.trim().strip_suffix("/min").unwrap_or(s.trim());
     match n.parse::<u32>() {
         Ok(n) if (1..=crate::duration::MAX_RATE_LIMIT).contains(&n) => Ok(n),
-        _ => Err(format!("'{s}' is not a rate limit: use N or N/min with N from 1 to 1000000000")),
+        _ => Err(format!(
+            "'{s}' is not a rate limit: use N or N/min with N from 1 to 1000000000"
+        )),
     }
 }
 
 /// The database URL as it may be logged: without a password.
 fn redacted_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
 
 pub async fn run(database: &str, args: ServeArgs) -> CliResult {
     let mut cors_origins = Vec::new();
-    for origin in args.cors_origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
-        let value = HeaderValue::from_str(origin).map_err(|_| CliError(format!("SIESTA_CORS_ORIGINS: '{origin}' is not an origin")))?;
+    for origin in args
+        .cors_origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+    {
+        let value = HeaderValue::from_str(origin)
+            .map_err(|_| CliError(format!("SIESTA_CORS_ORIGINS: '{origin}' is not an origin")))?;
         cors_origins.push(value);
     }
     let settings = Settings {
@@ -73,8 +83,12 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         header_read_timeout = ?settings.header_read_timeout,
         "starting"
     );
-    let store = store::open(database).await.map_err(|e| CliError(format!("cannot open the database: {e}")))?;
-    let first = bootstrap::first_start(&*store).await.map_err(|e| CliError(format!("first start failed: {e}")))?;
+    let store = store::open(database)
+        .await
+        .map_err(|e| CliError(format!("cannot open the database: {e}")))?;
+    let first = bootstrap::first_start(&*store)
+        .await
+        .map_err(|e| CliError(format!("first start failed: {e}")))?;
     let server = Server::bind(args.listen, settings, store)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -17,7 +17,9 @@ pub enum UserCommand {
 }
 
 fn plausible_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && !domain.is_empty()
         && !domain.contains('@')
@@ -30,11 +32,19 @@ pub async fn run(store: &dyn Store, out: &Output, command: UserCommand) -> CliRe
         UserCommand::Create { email } => {
             let email = email.trim().to_ascii_lowercase();
             if !plausible_email(&email) {
-                return Err(CliError(format!("--email '{email}' is not an email address")));
+                return Err(CliError(format!(
+                    "--email '{email}' is not an email address"
+                )));
             }
-            let user = User { id: Uuid::now_v7(), email, created_at: Timestamp::now() };
+            let user = User {
+                id: Uuid::now_v7(),
+                email,
+                created_at: Timestamp::now(),
+            };
             store.create_user(&user).await?;
-            out.show(&user, || format!("created user {} ({})", user.email, user.id));
+            out.show(&user, || {
+                format!("created user {} ({})", user.email, user.id)
+            });
         }
     }
     Ok(())

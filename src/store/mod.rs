@@ -24,7 +24,10 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -271,9 +274,19 @@ pub trait Store: Send + Sync + 'static {
     async fn find_user(&self, id_or_email: &str) -> StoreResult<User>;
 
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()>;
-    async fn remove_member(&self, org_id: Uuid, user_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
+    async fn remove_member(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
 
-    async fn create_key(&self, org_id: Uuid, key: &NewKey, audit: AuditRecord) -> StoreResult<KeyRecord>;
+    async fn create_key(
+        &self,
+        org_id: Uuid,
+        key: &NewKey,
+        audit: AuditRecord,
+    ) -> StoreResult<KeyRecord>;
     async fn list_keys(&self, org_id: Uuid, filter: &KeyFilter) -> StoreResult<Vec<KeyRecord>>;
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord>;
     /// The organization a key belongs to: only for the command line, which names keys by id.
@@ -291,15 +304,44 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a presented key up by the digest of its value.
     async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>>;
 
-    async fn list_agents(&self, org_id: Uuid, search: Option<&str>, page: Page) -> StoreResult<Listed<Agent>>;
-    async fn create_agent(&self, org_id: Uuid, agent: &Agent, audit: AuditRecord) -> StoreResult<()>;
+    async fn list_agents(
+        &self,
+        org_id: Uuid,
+        search: Option<&str>,
+        page: Page,
+    ) -> StoreResult<Listed<Agent>>;
+    async fn create_agent(
+        &self,
+        org_id: Uuid,
+        agent: &Agent,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
     async fn get_agent(&self, org_id: Uuid, agent_id: Uuid) -> StoreResult<Agent>;
-    async fn update_agent(&self, org_id: Uuid, agent: &Agent, audit: AuditRecord) -> StoreResult<()>;
-    async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
+    async fn update_agent(
+        &self,
+        org_id: Uuid,
+        agent: &Agent,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn delete_agent(
+        &self,
+        org_id: Uuid,
+        agent_id: Uuid,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
 
     /// Writes buffered request records and last-use times in one transaction.
-    async fn record_batch(&self, audit: &[AuditRecord], last_used: &[(Uuid, Timestamp)]) -> StoreResult<()>;
-    async fn list_audit(&self, org_id: Uuid, filter: &AuditFilter, page: Page) -> StoreResult<Listed<AuditRecord>>;
+    async fn record_batch(
+        &self,
+        audit: &[AuditRecord],
+        last_used: &[(Uuid, Timestamp)],
+    ) -> StoreResult<()>;
+    async fn list_audit(
+        &self,
+        org_id: Uuid,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> StoreResult<Listed<AuditRecord>>;
 }
 
 /// Opens the database a URL names, creating and migrating it if needed.

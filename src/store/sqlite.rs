@@ -29,7 +29,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 impl SqliteStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let url = if url.starts_with("sqlite:") { url.to_owned() } else { format!("sqlite://{url}") };
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?
             .create_if_missing(true)
@@ -43,7 +47,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;
-        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -54,7 +61,10 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
     }
 }
 
@@ -128,7 +138,8 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         name: str_col(row, "name")?,
         environment: Environment::parse(&env)
             .ok_or_else(|| StoreError::Internal(format!("environment {env:?}")))?,
-        scope: Scope::parse(&scope).ok_or_else(|| StoreError::Internal(format!("scope {scope:?}")))?,
+        scope: Scope::parse(&scope)
+            .ok_or_else(|| StoreError::Internal(format!("scope {scope:?}")))?,
         hint: str_col(row, "hint")?,
         created_by: uuid_col(row, "created_by")?,
         created_at: ts_col(row, "created_at")?,
@@ -170,7 +181,10 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
     })
 }
 
-async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, records: &[AuditRecord]) -> StoreResult<()> {
+async fn insert_audit(
+    tx: &mut Transaction<'static, Sqlite>,
+    records: &[AuditRecord],
+) -> StoreResult<()> {
     // 12 parameters a row keeps each statement well under SQLite's limit of bound values.
     for chunk in records.chunks(500) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -203,7 +217,11 @@ async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<(
     Ok(())
 }
 
-async fn insert_key(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key: &NewKey) -> StoreResult<()> {
+async fn insert_key(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: Uuid,
+    key: &NewKey,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, org_id, name, environment, scope, digest, hint, created_by, created_at, expires_at, rate_limit) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -213,7 +231,7 @@ async fn insert_key(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key: &N
     .bind(&key.name)
     .bind(key.environment.as_str())
     .bind(key.scope.as_str())
-    .bind(&key.digest.as_bytes()[..])
+    .bind(key.digest.as_bytes())
     .bind(&key.hint)
     .bind(key.created_by.to_string())
     .bind(key.created_at.millis())
@@ -225,7 +243,11 @@ async fn insert_key(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key: &N
     Ok(())
 }
 
-async fn key_in_tx(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord> {
+async fn key_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: Uuid,
+    key_id: Uuid,
+) -> StoreResult<KeyRecord> {
     let row = sqlx::query(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ? AND k.id = ? AND k.deleted_at IS NULL"
     ))
@@ -263,13 +285,18 @@ async fn ensure_name_free(
     Ok(())
 }
 
-async fn ensure_member(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, user_id: Uuid) -> StoreResult<()> {
-    let member: Option<i64> = sqlx::query_scalar("SELECT 1 FROM members WHERE org_id = ? AND user_id = ?")
-        .bind(org_id.to_string())
-        .bind(user_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(map_err)?;
+async fn ensure_member(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> StoreResult<()> {
+    let member: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM members WHERE org_id = ? AND user_id = ?")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
     match member {
         Some(_) => Ok(()),
         None => Err(StoreError::Invalid {
@@ -282,7 +309,10 @@ async fn ensure_member(tx: &mut Transaction<'static, Sqlite>, org_id: Uuid, user
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(map_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -323,15 +353,18 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-        sqlx::query("INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
-            .bind(boot.org.id.to_string())
-            .bind(&user_id)
-            .bind(boot.org.created_at.millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+        )
+        .bind(boot.org.id.to_string())
+        .bind(&user_id)
+        .bind(boot.org.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         let mut key = boot.key.clone();
-        key.created_by = Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?;
+        key.created_by =
+            Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?;
         insert_key(&mut tx, boot.org.id, &key).await?;
         let audit = [
             AuditRecord::event(boot.org.id, "organization.created", "server").target(boot.org.id),
@@ -354,15 +387,20 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        insert_audit(&mut tx, &[AuditRecord::event(org.id, "organization.created", "cli").target(org.id)]).await?;
+        insert_audit(
+            &mut tx,
+            &[AuditRecord::event(org.id, "organization.created", "cli").target(org.id)],
+        )
+        .await?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn list_orgs(&self) -> StoreResult<Vec<Organization>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
+        let rows =
+            sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(map_err)?;
         rows.iter().map(org_from_row).collect()
     }
 
@@ -385,9 +423,10 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("a user with email '{}' already exists", user.email))
-                }
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "a user with email '{}' already exists",
+                    user.email
+                )),
                 other => other,
             })?;
         tx.commit().await.map_err(map_err)
@@ -425,7 +464,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn remove_member(&self, org_id: Uuid, user_id: Uuid, audit: AuditRecord) -> StoreResult<()> {
+    async fn remove_member(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM members WHERE org_id = ? AND user_id = ?")
             .bind(org_id.to_string())
@@ -441,7 +485,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn create_key(&self, org_id: Uuid, key: &NewKey, audit: AuditRecord) -> StoreResult<KeyRecord> {
+    async fn create_key(
+        &self,
+        org_id: Uuid,
+        key: &NewKey,
+        audit: AuditRecord,
+    ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
         ensure_member(&mut tx, org_id, key.created_by).await?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
@@ -482,12 +531,13 @@ impl Store for SqliteStore {
     }
 
     async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid> {
-        let org: String = sqlx::query_scalar("SELECT org_id FROM api_keys WHERE id = ? AND deleted_at IS NULL")
-            .bind(key_id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
+        let org: String =
+            sqlx::query_scalar("SELECT org_id FROM api_keys WHERE id = ? AND deleted_at IS NULL")
+                .bind(key_id.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?
+                .ok_or(StoreError::NotFound)?;
         Uuid::parse_str(&org).map_err(|e| StoreError::Internal(e.to_string()))
     }
 
@@ -506,14 +556,16 @@ impl Store for SqliteStore {
                 "this key was already rotated; rotate its successor instead".into(),
             ));
         }
-        sqlx::query("UPDATE api_keys SET replaced_by = ?, grace_ends_at = ? WHERE org_id = ? AND id = ?")
-            .bind(successor.id.to_string())
-            .bind(grace_ends_at.millis())
-            .bind(org_id.to_string())
-            .bind(key_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "UPDATE api_keys SET replaced_by = ?, grace_ends_at = ? WHERE org_id = ? AND id = ?",
+        )
+        .bind(successor.id.to_string())
+        .bind(grace_ends_at.millis())
+        .bind(org_id.to_string())
+        .bind(key_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         insert_key(&mut tx, org_id, successor).await?;
         bump_generation(&mut tx).await?;
         insert_audit(&mut tx, &[audit]).await?;
@@ -548,13 +600,14 @@ impl Store for SqliteStore {
              FROM api_keys k JOIN organizations o ON o.id = k.org_id \
              WHERE k.digest = ? AND k.deleted_at IS NULL"
         ))
-        .bind(&digest.as_bytes()[..])
+        .bind(digest.as_bytes())
         .fetch_optional(&self.reader)
         .await
         .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get("digest").map_err(map_err)?;
-        let stored = KeyDigest::from_slice(&stored).ok_or_else(|| StoreError::Internal("digest length".into()))?;
+        let stored = KeyDigest::from_slice(&stored)
+            .ok_or_else(|| StoreError::Internal("digest length".into()))?;
         Ok(Some(KeyGrant {
             key: key_from_row(&row)?,
             digest: stored,
@@ -563,7 +616,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn list_agents(&self, org_id: Uuid, search: Option<&str>, page: Page) -> StoreResult<Listed<Agent>> {
+    async fn list_agents(
+        &self,
+        org_id: Uuid,
+        search: Option<&str>,
+        page: Page,
+    ) -> StoreResult<Listed<Agent>> {
         let filter = "org_id = ?1 AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0 \
                       OR instr(lower(description), lower(?2)) > 0)";
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM agents WHERE {filter}"))
@@ -583,7 +641,13 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(Listed { items: rows.iter().map(agent_from_row).collect::<StoreResult<_>>()?, total })
+        Ok(Listed {
+            items: rows
+                .iter()
+                .map(agent_from_row)
+                .collect::<StoreResult<_>>()?,
+            total,
+        })
     }
 
     async fn create_agent(&self, org_id: Uuid, a: &Agent, audit: AuditRecord) -> StoreResult<()> {
@@ -644,7 +708,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid, audit: AuditRecord) -> StoreResult<()> {
+    async fn delete_agent(
+        &self,
+        org_id: Uuid,
+        agent_id: Uuid,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM agents WHERE org_id = ? AND id = ?")
             .bind(org_id.to_string())
@@ -659,7 +728,11 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn record_batch(&self, audit: &[AuditRecord], last_used: &[(Uuid, Timestamp)]) -> StoreResult<()> {
+    async fn record_batch(
+        &self,
+        audit: &[AuditRecord],
+        last_used: &[(Uuid, Timestamp)],
+    ) -> StoreResult<()> {
         if audit.is_empty() && last_used.is_empty() {
             return Ok(());
         }
@@ -678,17 +751,23 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn list_audit(&self, org_id: Uuid, f: &AuditFilter, page: Page) -> StoreResult<Listed<AuditRecord>> {
+    async fn list_audit(
+        &self,
+        org_id: Uuid,
+        f: &AuditFilter,
+        page: Page,
+    ) -> StoreResult<Listed<AuditRecord>> {
         let filter = "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
                       AND (?4 IS NULL OR action = ?4)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_log WHERE {filter}"))
-            .bind(org_id.to_string())
-            .bind(f.from.map(Timestamp::millis))
-            .bind(f.to.map(Timestamp::millis))
-            .bind(f.action.as_deref())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(map_err)?;
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_log WHERE {filter}"))
+                .bind(org_id.to_string())
+                .bind(f.from.map(Timestamp::millis))
+                .bind(f.to.map(Timestamp::millis))
+                .bind(f.action.as_deref())
+                .fetch_one(&self.reader)
+                .await
+                .map_err(map_err)?;
         let rows = sqlx::query(&format!(
             "SELECT id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id \
              FROM audit_log WHERE {filter} ORDER BY at DESC, id DESC LIMIT ?5 OFFSET ?6"
@@ -702,6 +781,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(Listed { items: rows.iter().map(audit_from_row).collect::<StoreResult<_>>()?, total })
+        Ok(Listed {
+            items: rows
+                .iter()
+                .map(audit_from_row)
+                .collect::<StoreResult<_>>()?,
+            total,
+        })
     }
 }

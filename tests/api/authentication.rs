@@ -1,0 +1,468 @@
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use siesta::key::{ApiKey, Environment, Scope};
+use siesta::store::Role;
+use siesta::Settings;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_valid_key_with_its_organization_reads_me() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let me = app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    assert_eq!(me["orgId"], t.org_id.to_string());
+    assert_eq!(me["orgName"], "Acme");
+    assert_eq!(me["name"], "test-suite-read");
+    assert_eq!(me["scope"], "read");
+    assert_eq!(me["environment"], "live");
+    assert_eq!(me["rateLimit"], 600);
+    assert!(
+        !me.to_string().contains(&t.read),
+        "the key itself is never echoed"
+    );
+}
+
+#[tokio::test]
+async fn row_1_a_missing_or_empty_key_is_missing_api_key() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let org = t.org_id.to_string();
+    app.call(Method::GET, "/api/v1/Me", None, Some(&org), None)
+        .await
+        .problem(401, "missing_api_key");
+    app.call(Method::GET, "/api/v1/Me", Some(""), Some(&org), None)
+        .await
+        .problem(401, "missing_api_key");
+    app.call(Method::GET, "/api/v1/Me", None, None, None)
+        .await
+        .problem(401, "missing_api_key");
+}
+
+#[tokio::test]
+async fn row_2_malformed_keys_are_invalid_api_key() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let valid = t.read.clone();
+    let mut bad_check = valid.clone();
+    let last = bad_check.pop().unwrap();
+    bad_check.push(if last == 'A' { 'B' } else { 'A' });
+    let cases = [
+        "not-a-key".to_owned(),
+        valid.replacen("sai_live_", "sai_prod_", 1),
+        valid[..valid.len() - 1].to_owned(),
+        format!("{valid}x"),
+        valid.replacen(&valid[12..13], "!", 1),
+        bad_check,
+    ];
+    for key in cases {
+        let body = app
+            .get("/api/v1/Me", &key, t.org_id)
+            .await
+            .problem(401, "invalid_api_key");
+        assert!(
+            !body.to_string().contains(&key),
+            "the presented value is never echoed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn row_3_unknown_and_deleted_keys_are_invalid_api_key() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let unknown = ApiKey::generate(Environment::Live);
+    app.get("/api/v1/Me", unknown.reveal(), t.org_id)
+        .await
+        .problem(401, "invalid_api_key");
+
+    let (id, key) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    siesta::lifecycle::delete(&*app.store, t.org_id, id, &siesta::lifecycle::Actor::Cli)
+        .await
+        .unwrap();
+    let lag = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
+    })
+    .await;
+    assert!(lag.is_some(), "a deleted key stops working within a second");
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn row_4_a_key_past_its_expiry_is_expired_api_key_even_when_cached() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let mut s = spec("crm-prod-short", Scope::Read);
+    s.expires_in = Some(Duration::from_secs(1));
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    let expired = eventually(Duration::from_secs(3), || async {
+        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
+    })
+    .await;
+    assert!(expired.is_some());
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(401, "expired_api_key");
+}
+
+#[tokio::test]
+async fn row_5_a_missing_or_empty_org_id_is_missing_org_id() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.call(Method::GET, "/api/v1/Me", Some(&t.read), None, None)
+        .await
+        .problem(401, "missing_org_id");
+    app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some(" "), None)
+        .await
+        .problem(401, "missing_org_id");
+}
+
+#[tokio::test]
+async fn row_6_an_org_id_that_is_not_a_uuid_is_invalid_org_id() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some("acme"), None)
+        .await
+        .problem(403, "invalid_org_id");
+}
+
+#[tokio::test]
+async fn row_7_another_org_is_org_access_denied_whether_or_not_it_exists() {
+    let app = spawn_app().await;
+    let a = app.tenant("Acme").await;
+    let b = app.tenant("Globex").await;
+    let other = app
+        .get("/api/v1/Me", &a.read, b.org_id)
+        .await
+        .problem(403, "org_access_denied");
+    let nowhere = app
+        .get("/api/v1/Me", &a.read, uuid::Uuid::now_v7())
+        .await
+        .problem(403, "org_access_denied");
+    assert_eq!(
+        other["detail"], nowhere["detail"],
+        "nothing tells whether the other org exists"
+    );
+}
+
+#[tokio::test]
+async fn row_8_a_key_whose_creator_left_is_key_owner_not_member() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let dev = app.create_user("dev@acme.example").await;
+    app.add_member(t.org_id, dev, Role::Member).await;
+    let (_, key) = app.issue(t.org_id, dev, "crm-prod-sync", Scope::Read).await;
+    app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    app.store.remove_member(t.org_id, dev, audit).await.unwrap();
+    let lag = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/Me", &key, t.org_id).await.status == 403
+    })
+    .await;
+    assert!(
+        lag.is_some(),
+        "member removal reaches the server within a second"
+    );
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(403, "key_owner_not_member");
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+}
+
+#[tokio::test]
+async fn row_9_each_scope_allows_exactly_its_operations() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let body = json!({"name": "support-bot"});
+    // read: GET and HEAD only.
+    app.get("/api/v1/Agent", &t.read, t.org_id).await.ok(200);
+    let head = app
+        .call(
+            Method::HEAD,
+            "/api/v1/Agent",
+            Some(&t.read),
+            Some(&t.org_id.to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(head.status, 200);
+    let refused = app
+        .post("/api/v1/Agent", &t.read, t.org_id, body.clone())
+        .await
+        .problem(403, "insufficient_scope");
+    assert!(refused["detail"].as_str().unwrap().contains("write"));
+    app.get("/api/v1/AuditLog", &t.read, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    // write: changes, but not the audit log.
+    let agent = app
+        .post("/api/v1/Agent", &t.write, t.org_id, body.clone())
+        .await
+        .ok(201);
+    let path = format!("/api/v1/Agent/{}", agent["id"].as_str().unwrap());
+    app.put(&path, &t.read, t.org_id, body.clone())
+        .await
+        .problem(403, "insufficient_scope");
+    app.delete(&path, &t.read, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    app.put(&path, &t.write, t.org_id, body.clone())
+        .await
+        .ok(200);
+    app.get("/api/v1/AuditLog", &t.write, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    // admin: everything.
+    app.get("/api/v1/AuditLog", &t.admin, t.org_id)
+        .await
+        .ok(200);
+    app.delete(&path, &t.admin, t.org_id).await.ok(204);
+}
+
+#[tokio::test]
+async fn the_checks_run_in_the_documented_order() {
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 1_000,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let mut s = spec("crm-prod-expired", Scope::Read);
+    s.expires_in = Some(Duration::from_millis(1));
+    let (_, expired) = app.issue_spec(t.org_id, t.owner, s).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A bad key wins over a bad org id; expiry wins over a missing org id.
+    app.call(
+        Method::GET,
+        "/api/v1/Me",
+        Some("garbage"),
+        Some("not-a-uuid"),
+        None,
+    )
+    .await
+    .problem(401, "invalid_api_key");
+    app.call(Method::GET, "/api/v1/Me", Some(&expired), None, None)
+        .await
+        .problem(401, "expired_api_key");
+    // An org id problem wins over scope; scope wins over a missing resource.
+    let other = uuid::Uuid::now_v7();
+    app.get("/api/v1/AuditLog", &t.read, other)
+        .await
+        .problem(403, "org_access_denied");
+    let missing = format!("/api/v1/Agent/{}", uuid::Uuid::now_v7());
+    app.delete(&missing, &t.read, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    app.delete(&missing, &t.write, t.org_id)
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn an_unknown_path_under_the_api_is_authenticated_first_then_not_found() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.call(Method::GET, "/api/v1/Nothing", None, None, None)
+        .await
+        .problem(401, "missing_api_key");
+    app.get("/api/v1/Nothing", &t.read, t.org_id)
+        .await
+        .problem(404, "not_found");
+    app.get("/api/v1/Agent/not-a-uuid", &t.read, t.org_id)
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn another_orgs_object_is_a_404_identical_to_one_that_never_existed() {
+    let app = spawn_app().await;
+    let a = app.tenant("Acme").await;
+    let b = app.tenant("Globex").await;
+    let theirs = app
+        .post(
+            "/api/v1/Agent",
+            &b.write,
+            b.org_id,
+            json!({"name": "globex-bot"}),
+        )
+        .await
+        .ok(201);
+    let theirs = format!("/api/v1/Agent/{}", theirs["id"].as_str().unwrap());
+    let never = format!("/api/v1/Agent/{}", uuid::Uuid::now_v7());
+    let strip = |r: Reply| {
+        let mut v = r.problem(404, "not_found");
+        v.as_object_mut().unwrap().remove("requestId");
+        (
+            serde_json::to_vec(&v).unwrap(),
+            r.bytes.len() - r.header("x-request-id").unwrap().len(),
+        )
+    };
+    let body = json!({"name": "hijack"});
+    for (x, y) in [
+        (
+            app.get(&theirs, &a.admin, a.org_id).await,
+            app.get(&never, &a.admin, a.org_id).await,
+        ),
+        (
+            app.put(&theirs, &a.admin, a.org_id, body.clone()).await,
+            app.put(&never, &a.admin, a.org_id, body.clone()).await,
+        ),
+        (
+            app.delete(&theirs, &a.admin, a.org_id).await,
+            app.delete(&never, &a.admin, a.org_id).await,
+        ),
+    ] {
+        assert_eq!(x.headers.len(), y.headers.len());
+        assert_eq!(strip(x), strip(y));
+    }
+    // And the object is untouched.
+    let still = app.get(&theirs, &b.read, b.org_id).await.ok(200);
+    assert_eq!(still["name"], "globex-bot");
+}
+
+#[tokio::test]
+async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for param in ["api_key", "apiKey", "X-API-KEY", "APIKEY"] {
+        let path = format!("/api/v1/Me?{param}={}", t.read);
+        let r = app.get(&path, &t.read, t.org_id).await;
+        let body = r.problem(400, "credentials_in_url");
+        assert!(!body.to_string().contains(&t.read));
+    }
+    // Even without headers and on paths outside the API.
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/healthz?api_key={}", t.read),
+            None,
+            None,
+            None,
+        )
+        .await;
+    r.problem(400, "credentials_in_url");
+}
+
+#[tokio::test]
+async fn resource_paths_and_parameter_names_match_in_any_case() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.post("/api/v1/agent", &t.write, t.org_id, json!({"name": "a"}))
+        .await
+        .ok(201);
+    app.post("/API/V1/AGENT", &t.write, t.org_id, json!({"name": "b"}))
+        .await
+        .ok(201);
+    let page = app
+        .get("/api/v1/aGeNt?limit=1&OFFSET=1", &t.read, t.org_id)
+        .await
+        .ok(200);
+    assert_eq!(page["items"][0]["name"], "b");
+    assert_eq!(page["limit"], 1);
+    app.get("/api/v1/me", &t.read, t.org_id).await.ok(200);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_a_sane_one() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-abc.123");
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!id.is_empty() && id != "bad id with spaces");
+    let r = app.client.get(app.url("/api/v1/Me")).send().await.unwrap();
+    assert!(r.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn preflight_needs_no_key_and_only_listed_origins_are_allowed() {
+    let settings = Settings {
+        cors_origins: vec!["https://app.example".parse().unwrap()],
+        ..Settings::default()
+    };
+    let app = spawn_app_with(settings).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, app.url("/api/v1/Agent"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "x-api-key, x-org-id, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert!(allowed.status().is_success());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_without_a_key() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    app.get("/api/v1/Me", "sai_live_nope", t.org_id)
+        .await
+        .problem(401, "invalid_api_key");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("siesta_http_requests_total{route=\"/api/v1/Me\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("siesta_auth_failures_total{code=\"invalid_api_key\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("siesta_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&t.read));
+}

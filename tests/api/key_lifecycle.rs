@@ -1,0 +1,196 @@
+use std::time::Duration;
+
+use siesta::clock::Timestamp;
+use siesta::key::Scope;
+use siesta::lifecycle::{self, Actor};
+use siesta::store::{KeyFilter, StoreError};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_rotated_key_works_through_its_grace_period_then_expires() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (id, old) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Write)
+        .await;
+    app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
+    let (successor, new) = lifecycle::rotate(
+        &*app.store,
+        t.org_id,
+        id,
+        Duration::from_secs(1),
+        &Actor::Cli,
+    )
+    .await
+    .unwrap();
+    assert_eq!(successor.name, "crm-prod-sync");
+    assert_eq!(successor.scope, Scope::Write);
+    assert_eq!(successor.created_by, t.owner);
+    let new = new.reveal().to_owned();
+    assert_ne!(new, old);
+    app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
+    app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
+    let lapsed = eventually(Duration::from_secs(3), || async {
+        app.get("/api/v1/Me", &old, t.org_id).await.status == 401
+    })
+    .await;
+    assert!(lapsed.is_some());
+    app.get("/api/v1/Me", &old, t.org_id)
+        .await
+        .problem(401, "expired_api_key");
+    app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
+    // Rotating the old key again is refused: its successor is the one to rotate.
+    let again = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn rotation_with_no_grace_ends_the_old_key_at_once() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (id, old) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
+    let (_, new) = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli)
+        .await
+        .unwrap();
+    // Made by another writer than the server, so it reaches the server within a second.
+    let lapsed = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/Me", &old, t.org_id).await.status == 401
+    })
+    .await;
+    assert!(lapsed.is_some());
+    app.get("/api/v1/Me", &old, t.org_id)
+        .await
+        .problem(401, "expired_api_key");
+    app.get("/api/v1/Me", new.reveal(), t.org_id).await.ok(200);
+}
+
+#[tokio::test]
+async fn names_are_unique_among_live_keys_and_searchable() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (id, _) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    let dup = lifecycle::create(
+        &*app.store,
+        t.org_id,
+        t.owner,
+        &spec("crm-prod-sync", Scope::Read),
+        &Actor::Cli,
+    )
+    .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    app.issue(t.org_id, t.owner, "billing-prod-export", Scope::Read)
+        .await;
+    let found = app
+        .store
+        .list_keys(
+            t.org_id,
+            &KeyFilter {
+                search: Some("CRM".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, id);
+    // Once deleted, the name is free again.
+    lifecycle::delete(&*app.store, t.org_id, id, &Actor::Cli)
+        .await
+        .unwrap();
+    app.issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+}
+
+#[tokio::test]
+async fn unused_keys_are_listed_and_last_use_is_recorded_once_a_minute() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (used_id, used) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    for _ in 0..5 {
+        app.get("/api/v1/Me", &used, t.org_id).await.ok(200);
+    }
+    let recorded = eventually(Duration::from_secs(1), || async {
+        app.store
+            .get_key(t.org_id, used_id)
+            .await
+            .unwrap()
+            .last_used_at
+            .is_some()
+    })
+    .await;
+    assert!(
+        recorded.is_some(),
+        "first use in a minute reaches the database within a second"
+    );
+    let at = app
+        .store
+        .get_key(t.org_id, used_id)
+        .await
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    assert!(at.millis() <= Timestamp::now().millis());
+
+    let in_an_hour = KeyFilter {
+        unused_since: Some(Timestamp::now().plus(Duration::from_secs(3600))),
+        ..Default::default()
+    };
+    let all = app.store.list_keys(t.org_id, &in_an_hour).await.unwrap();
+    assert_eq!(
+        all.len(),
+        4,
+        "measured an hour from now, every key is unused"
+    );
+    let a_minute_ago = KeyFilter {
+        unused_since: Some(Timestamp::now().minus(Duration::from_secs(60))),
+        ..Default::default()
+    };
+    assert!(app
+        .store
+        .list_keys(t.org_id, &a_minute_ago)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn lifecycle_events_are_audited_by_id_and_name_never_by_value() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (id, key) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    let (_, new) = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli)
+        .await
+        .unwrap();
+    let log = app
+        .get("/api/v1/AuditLog?Limit=100", &t.admin, t.org_id)
+        .await
+        .ok(200);
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"api_key.created"));
+    assert!(actions.contains(&"api_key.rotated"));
+    let rotated = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "api_key.rotated")
+        .unwrap();
+    assert_eq!(rotated["keyId"], id.to_string());
+    assert_eq!(rotated["keyName"], "crm-prod-sync");
+    let text = log.to_string();
+    assert!(!text.contains(&key) && !text.contains(new.reveal()));
+}

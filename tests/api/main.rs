@@ -1,0 +1,8 @@
+//! Integration tests: the real server over HTTP on port 0, a fresh SQLite database each.
+
+mod agents;
+mod authentication;
+mod helpers;
+mod key_lifecycle;
+mod process;
+mod rate_limits;

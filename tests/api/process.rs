@@ -1,0 +1,554 @@
+//! Tests of the `siesta` binary: bootstrap, the CLI, signals, durability, secrecy in logs.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_siesta");
+
+struct Running {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+fn db_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("siesta.db").display())
+}
+
+/// Starts `siesta serve` on port 0 and reads stdout up to the end of the bootstrap block
+/// (or just the listening line when there is none).
+async fn start(dir: &Path, log: &str) -> Running {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db_url(dir),
+        ])
+        .env("RUST_LOG", log)
+        .env_remove("SIESTA_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("siesta starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("listening line in time")
+        .unwrap()
+        .expect("a first line");
+    let base = first
+        .strip_prefix("listening on ")
+        .expect("first line is the listening line")
+        .to_owned();
+    let mut stdout = vec![first];
+    // The bootstrap block, if any, follows at once; it ends with the curl line and a blank.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+    {
+        let done = line.trim_start().starts_with("curl ");
+        stdout.push(line);
+        if done {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running {
+        child,
+        base,
+        stdout,
+        stderr,
+    }
+}
+
+fn field(stdout: &[String], label: &str) -> Option<String> {
+    stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--database", &db_url(dir), "--json"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .await
+        .expect("cli runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+async fn cli_json(dir: &Path, args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = cli(dir, args).await;
+    assert!(ok, "siesta {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("JSON from {args:?}: {stdout}"))
+}
+
+async fn terminate(mut r: Running) -> (std::process::ExitStatus, String) {
+    let pid = r.child.id().unwrap() as i32;
+    unsafe_kill(pid, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), r.child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    (status, r.stderr.await.unwrap())
+}
+
+fn unsafe_kill(pid: i32, signal: &str) {
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+async fn get(base: &str, path: &str, key: &str, org: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("X-Api-Key", key)
+        .header("X-Org-Id", org)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn first_start_prints_a_working_curl_once_and_never_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), "info").await;
+    let org = field(&first.stdout, "X-Org-Id:").expect("org id printed");
+    let key = field(&first.stdout, "X-Api-Key:").expect("key printed");
+    let curl = first
+        .stdout
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap();
+    assert!(
+        curl.contains(&key)
+            && curl.contains(&org)
+            && curl.contains(&format!("{}/api/v1/Me", first.base))
+    );
+    let me = get(&first.base, "/api/v1/Me", &key, &org).await;
+    assert_eq!(me.status(), 200);
+    let (status, logs) = terminate(first).await;
+    assert!(status.success());
+    assert!(
+        !logs.contains(&key),
+        "the bootstrap key never reaches the log"
+    );
+
+    let second = start(dir.path(), "info").await;
+    assert_eq!(
+        second.stdout.len(),
+        1,
+        "only the listening line: {:?}",
+        second.stdout
+    );
+    assert_eq!(
+        get(&second.base, "/api/v1/Me", &key, &org).await.status(),
+        200
+    );
+    let (status, _) = terminate(second).await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), "info").await;
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    assert_eq!(get(&r.base, "/api/v1/Me", &key, &org).await.status(), 200);
+
+    // A request whose body is only half sent when the signal arrives.
+    let addr = r.base.strip_prefix("http://").unwrap().to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"name": "in-flight"}).to_string();
+    let head = format!(
+        "POST /api/v1/Agent HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {key}\r\nX-Org-Id: {org}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = r.child.id().unwrap() as i32;
+    unsafe_kill(pid, "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let mut r = r;
+    let status = tokio::time::timeout(Duration::from_secs(20), r.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // The read before the signal was recorded, though reads are written in batches.
+    let store = siesta::store::open(&db_url(dir.path())).await.unwrap();
+    let org_id = org.parse().unwrap();
+    let page = siesta::store::Page {
+        offset: 0,
+        limit: 100,
+    };
+    let filter = siesta::store::AuditFilter {
+        action: Some("request".into()),
+        ..Default::default()
+    };
+    let log = store.list_audit(org_id, &filter, page).await.unwrap();
+    assert!(log
+        .items
+        .iter()
+        .any(|r| r.path.as_deref() == Some("/api/v1/Me")));
+    let agents = store.list_agents(org_id, None, page).await.unwrap();
+    assert_eq!(agents.items[0].name, "in-flight");
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_kill_dash_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = start(dir.path(), "warn").await;
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, base, key, org) =
+                (client.clone(), r.base.clone(), key.clone(), org.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let res = client
+                        .post(format!("{base}/api/v1/Agent"))
+                        .header("X-Api-Key", &key)
+                        .header("X-Org-Id", &org)
+                        .json(&json!({"name": format!("w{w}-{i}")}))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(res) if res.status() == 201 => {
+                            ids.push(res.json::<Value>().await.unwrap()["id"].clone())
+                        }
+                        _ => break,
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.child.start_kill().unwrap(); // SIGKILL
+    r.child.wait().await.unwrap();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(!acknowledged.is_empty());
+    let store = siesta::store::open(&db_url(dir.path())).await.unwrap();
+    let org_id: uuid::Uuid = org.parse().unwrap();
+    for id in &acknowledged {
+        let id: uuid::Uuid = id.as_str().unwrap().parse().unwrap();
+        store
+            .get_agent(org_id, id)
+            .await
+            .expect("an acknowledged agent is in the database");
+    }
+}
+
+#[tokio::test]
+async fn the_cli_administers_a_running_server_within_a_second() {
+    let app = spawn_app().await;
+    let dir = app.dir.path();
+    let org = cli_json(dir, &["org", "create", "--name", "Acme"]).await;
+    let org_id = org["id"].as_str().unwrap().to_owned();
+    let orgs = cli_json(dir, &["org", "list"]).await;
+    assert!(orgs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["id"] == org["id"]));
+    let user = cli_json(dir, &["user", "create", "--email", "Dev@Acme.example"]).await;
+    assert_eq!(user["email"], "dev@acme.example");
+    cli_json(
+        dir,
+        &[
+            "member",
+            "add",
+            "--org",
+            &org_id,
+            "--user",
+            "dev@acme.example",
+            "--role",
+            "admin",
+        ],
+    )
+    .await;
+
+    let (ok, _, stderr) = cli(
+        dir,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org_id,
+            "--user",
+            "dev@acme.example",
+            "--name",
+            "my key",
+        ],
+    )
+    .await;
+    assert!(ok);
+    assert!(
+        stderr.contains("warning"),
+        "names off the pattern get a warning: {stderr}"
+    );
+    let created = cli_json(
+        dir,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org_id,
+            "--user",
+            "dev@acme.example",
+            "--name",
+            "crm-prod-sync",
+            "--scope",
+            "write",
+            "--environment",
+            "test",
+            "--expires-in",
+            "30d",
+            "--rate-limit",
+            "100/min",
+        ],
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sai_test_"));
+    assert_eq!(created["scope"], "write");
+    assert_eq!(created["rateLimit"], 100);
+    assert!(created["expiresAt"].is_string());
+    assert_eq!(
+        created["hint"].as_str().unwrap().chars().count(),
+        "sai_test_".len() + 4 + 1 + 4
+    );
+    let me = get(&format!("http://{}", app.addr), "/api/v1/Me", &key, &org_id).await;
+    assert_eq!(me.status(), 200);
+
+    let listed = cli_json(dir, &["keys", "list", "--org", &org_id, "--search", "CRM"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(listed[0].get("key").is_none(), "listing never shows values");
+    let unused = cli_json(
+        dir,
+        &["keys", "list", "--org", &org_id, "--unused-for", "30d"],
+    )
+    .await;
+    assert!(unused.as_array().unwrap().is_empty());
+
+    // Rotation from the CLI: the successor works, the old key lapses at once with --grace 0.
+    let rotated = cli_json(
+        dir,
+        &[
+            "keys",
+            "rotate",
+            created["id"].as_str().unwrap(),
+            "--grace",
+            "0",
+        ],
+    )
+    .await;
+    let new_key = rotated["key"].as_str().unwrap().to_owned();
+    let base = format!("http://{}", app.addr);
+    let lag = eventually(Duration::from_secs(1), || async {
+        get(&base, "/api/v1/Me", &key, &org_id).await.status() == 401
+    })
+    .await;
+    assert!(lag.is_some());
+    assert_eq!(
+        get(&base, "/api/v1/Me", &new_key, &org_id).await.status(),
+        200
+    );
+
+    // Deletion from another process reaches the running server within a second.
+    cli_json(dir, &["keys", "delete", rotated["id"].as_str().unwrap()]).await;
+    let lag = eventually(Duration::from_secs(1), || async {
+        get(&base, "/api/v1/Me", &new_key, &org_id).await.status() == 401
+    })
+    .await;
+    assert!(
+        lag.is_some(),
+        "a CLI delete reaches the server within a second"
+    );
+
+    // Member removal from the CLI, likewise.
+    let third = cli_json(
+        dir,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org_id,
+            "--user",
+            "dev@acme.example",
+            "--name",
+            "crm-prod-other",
+        ],
+    )
+    .await;
+    let third = third["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&base, "/api/v1/Me", &third, &org_id).await.status(),
+        200
+    );
+    cli_json(
+        dir,
+        &[
+            "member",
+            "remove",
+            "--org",
+            &org_id,
+            "--user",
+            "dev@acme.example",
+        ],
+    )
+    .await;
+    let lag = eventually(Duration::from_secs(1), || async {
+        get(&base, "/api/v1/Me", &third, &org_id).await.status() == 403
+    })
+    .await;
+    assert!(lag.is_some());
+
+    // Errors go to stderr with a non-zero exit.
+    let (ok, stdout, stderr) =
+        cli(dir, &["keys", "delete", &uuid::Uuid::now_v7().to_string()]).await;
+    assert!(!ok && stdout.is_empty() && stderr.contains("no key"));
+    let (ok, _, stderr) = cli(
+        dir,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org_id,
+            "--user",
+            "x",
+            "--name",
+            "a-b-c",
+            "--rate-limit",
+            "0/min",
+        ],
+    )
+    .await;
+    assert!(!ok && stderr.contains("rate limit"), "{stderr}");
+    let (ok, _, _) = cli(dir, &["keys", "rotate", "not-a-uuid"]).await;
+    assert!(!ok);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), "trace").await;
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let boot = field(&r.stdout, "X-Api-Key:").unwrap();
+    let (ok, out, cli_logs) = cli(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org,
+            "--user",
+            "admin@localhost",
+            "--name",
+            "crm-prod-sync",
+            "--scope",
+            "admin",
+        ],
+    )
+    .await;
+    assert!(ok);
+    let issued = serde_json::from_str::<Value>(&out).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, rotate_logs) = cli(
+        dir.path(),
+        &[
+            "keys",
+            "rotate",
+            serde_json::from_str::<Value>(&out).unwrap()["id"]
+                .as_str()
+                .unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok);
+    let rotated = serde_json::from_str::<Value>(&out).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let client = reqwest::Client::new();
+    for key in [&boot, &issued, &rotated] {
+        assert_eq!(get(&r.base, "/api/v1/Me", key, &org).await.status(), 200);
+        let res = client
+            .get(format!("{}/api/v1/Agent?api_key={key}", r.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let res = client
+            .get(format!("{}/api/v1/Me", r.base))
+            .header("X-Api-Key", key.as_str())
+            .header("X-Org-Id", "nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+    }
+    let (status, logs) = terminate(r).await;
+    assert!(status.success());
+    assert!(logs.len() > 1000, "trace logging was on");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        files.push(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for key in [&boot, &issued, &rotated] {
+        let body = &key[9..];
+        assert!(!logs.contains(body), "a key reached the server log");
+        assert!(
+            !cli_logs.contains(body) && !rotate_logs.contains(body),
+            "a key reached the CLI log"
+        );
+        for f in &files {
+            assert!(
+                !f.windows(body.len()).any(|w| w == body.as_bytes()),
+                "a key reached the database files"
+            );
+        }
+    }
+}

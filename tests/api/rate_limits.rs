@@ -1,0 +1,85 @@
+use std::time::{Duration, Instant};
+
+use siesta::key::{ApiKey, Environment, Scope};
+use siesta::Settings;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let mut s = spec("crm-prod-sync", Scope::Read);
+    s.rate_limit = Some(5);
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    for remaining in (0..5).rev() {
+        let r = app.get("/api/v1/Me", &key, t.org_id).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=5;w=60"));
+        let limit = r.header("ratelimit").unwrap();
+        assert!(
+            limit.starts_with(&format!("\"api-key\";r={remaining};t=")),
+            "{limit}"
+        );
+    }
+    let r = app.get("/api/v1/Me", &key, t.org_id).await;
+    r.problem(429, "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry), "one request every 12 s: {retry}");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=5;w=60"));
+    assert!(r
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"api-key\";r=0;t="));
+    // Other keys are not affected.
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+}
+
+#[tokio::test]
+async fn a_client_at_its_steady_rate_is_never_refused_after_a_full_burst() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let mut s = spec("crm-prod-steady", Scope::Read);
+    s.rate_limit = Some(600); // one every 100 ms, burst 600
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    for _ in 0..600 {
+        app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    }
+    // The burst is spent; requests spaced just over 100 ms apart must all pass.
+    let start = Instant::now();
+    for i in 0..15u32 {
+        let due = start + Duration::from_millis(110) * (i + 1);
+        tokio::time::sleep_until(due.into()).await;
+        let r = app.get("/api/v1/Me", &key, t.org_id).await;
+        assert_eq!(r.status, 200, "request {i} at the steady rate was refused");
+    }
+}
+
+#[tokio::test]
+async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verified_keys_go_on() {
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 5,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200); // now held as verified
+    for _ in 0..5 {
+        let garbage = ApiKey::generate(Environment::Live);
+        app.get("/api/v1/Me", garbage.reveal(), t.org_id)
+            .await
+            .problem(401, "invalid_api_key");
+    }
+    let garbage = ApiKey::generate(Environment::Live);
+    let r = app.get("/api/v1/Me", garbage.reveal(), t.org_id).await;
+    r.problem(429, "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    app.call(reqwest::Method::GET, "/api/v1/Me", None, None, None)
+        .await
+        .problem(429, "rate_limited");
+    // A key that is not yet verified waits too; the verified one goes on.
+    app.get("/api/v1/Me", &t.write, t.org_id)
+        .await
+        .problem(429, "rate_limited");
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+}
