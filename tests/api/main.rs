@@ -1,5 +1,6 @@
 //! Integration tests: the real server over HTTP on port 0, a fresh SQLite database each.
 
+mod abuse;
 mod agents;
 mod authentication;
 mod helpers;
