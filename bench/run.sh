@@ -146,6 +146,26 @@ done
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 
+# Busy share of the two pinned CPUs over one second while the bench itself is
+# idle: anything else running (a compiler, tests) skews the figures.
+cpu_busy() {
+    python3 - "$SERVER_CPU" "$WRK_CPU" <<'PY'
+import sys, time
+cpus = ["cpu" + c for c in sys.argv[1:]]
+def sample():
+    out = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0] in cpus:
+            v = list(map(int, f[1:9]))
+            out[f[0]] = (sum(v), v[3] + v[4])   # total, idle + iowait
+    return out
+a = sample(); time.sleep(1); b = sample()
+print(", ".join(f"{c} {100 * (1 - (b[c][1] - a[c][1]) / max(1, b[c][0] - a[c][0])):.0f}%" for c in cpus))
+PY
+}
+BUSY_BEFORE="$(cpu_busy)"
+
 load() { # load NAME KEY_OR_EMPTY URL
     local name="$1" key="$2" url="$3" out="$TMP/wrk-$(($(wc -l <"$RESULTS") + 1)).txt"
     local headers=()
@@ -179,6 +199,7 @@ load "GET /api/v1/Me (garbage key, 401)" "$GARBAGE" "$BASE/api/v1/Me"
 load "GET /api/v1/Agent?Limit=10 (valid key)" "$KEY" "$BASE/api/v1/Agent?Limit=10"
 
 # --- report --------------------------------------------------------------------
+BUSY_AFTER="$(cpu_busy)"
 ERRORS="$(grep -c -E '(^| )ERROR ' "$TMP/server.log" || true)"
 WARNS="$(grep -c -E '(^| )WARN ' "$TMP/server.log" || true)"
 PANICS="$(grep -c 'panicked' "$TMP/server.log" || true)"
@@ -197,6 +218,7 @@ print(f"  wrk:      taskset -c $WRK_CPU wrk -t1 -c$CONNS -d$DURATION --latency"
       f" -H 'X-Api-Key: <key>' -H 'X-Org-Id: <org>' URL  (after a $WARMUP warm-up per case)")
 print(f"  server:   SIESTA_AUTH_FAILURE_LIMIT=1000000000 taskset -c $SERVER_CPU siesta serve"
       f" --listen 127.0.0.1:0  (fresh SQLite, $AGENTS agents, default info logging to a file)")
+print(f"  idle CPU busy (other processes): before $BUSY_BEFORE; after $BUSY_AFTER")
 print(f"  load key: scope write, rate limit 1000000000/min")
 print()
 w = max(len(r[0]) for r in rows)
@@ -220,6 +242,9 @@ print(f"  /Agent?Limit=10 ÷ /healthz:          {float(rows[3][1]) / health:.2f}
 print(f"  garbage-key /Me ÷ /healthz:          {float(rows[2][1]) / health:.2f}")
 print()
 print(f"  server log: $ERRORS ERROR, $WARNS WARN, $PANICS panic lines; {int('$LOG_BYTES') / 1e6:.1f} MB")
+import re
+if any(int(x) > 10 for x in re.findall(r"(\d+)%", "$BUSY_BEFORE $BUSY_AFTER")):
+    warnings.append("other processes were using the pinned CPUs; the figures are not reliable")
 for w_ in warnings:
     print(f"  WARNING: {w_}")
 PY

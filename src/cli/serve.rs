@@ -86,12 +86,14 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
     let store = store::open(database)
         .await
         .map_err(|e| CliError(format!("cannot open the database: {e}")))?;
+    // Bind before the first start creates its key, so a busy port cannot swallow the only
+    // announcement of that key.
+    let server = Server::bind(args.listen, settings, store.clone())
+        .await
+        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let first = bootstrap::first_start(&*store)
         .await
         .map_err(|e| CliError(format!("first start failed: {e}")))?;
-    let server = Server::bind(args.listen, settings, store)
-        .await
-        .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = server.local_addr().map_err(|e| CliError(e.to_string()))?;
     {
         let mut stdout = std::io::stdout().lock();
