@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -125,6 +126,26 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// Route labels, shared so that labelling a request's metrics allocates nothing.
+#[derive(Default)]
+struct RouteNames(std::cell::RefCell<Vec<Arc<str>>>);
+
+impl RouteNames {
+    fn intern(&self, route: &str) -> Arc<str> {
+        let mut names = self.0.borrow_mut();
+        if let Some(known) = names.iter().find(|n| &***n == route) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(route);
+        names.push(Arc::clone(&name));
+        name
+    }
+}
+
+thread_local! {
+    static ROUTES: RouteNames = RouteNames::default();
+}
+
 /// Outermost middleware: request id, the credentials-in-URL refusal, problem bodies for the
 /// router's own refusals, one log line and the metrics of each request.
 pub async fn context(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -136,11 +157,10 @@ pub async fn context(State(state): State<AppState>, request: Request, next: Next
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let method = request.method().clone();
     let uri = loggable_uri(request.uri());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route: Arc<str> = match request.extensions().get::<MatchedPath>() {
+        Some(p) => ROUTES.with(|cache| cache.intern(p.as_str())),
+        None => ROUTES.with(|cache| cache.intern("unmatched")),
+    };
     let has_credentials = request.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_credential_param(&k))
     });

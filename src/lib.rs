@@ -64,9 +64,19 @@ impl Default for Settings {
     }
 }
 
-/// What every request handler can reach.
+/// What every request handler can reach; cloning it is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn KeyCache>,
     pub limiter: Arc<dyn RateLimiter>,
@@ -90,14 +100,14 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store));
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             store,
             keys: Arc::new(InMemoryKeyCache::new(100_000)),
             limiter: Arc::new(InMemoryRateLimiter::default()),
             recorder,
             settings: Arc::new(settings),
             metrics: Metrics::new(),
-        };
+        }));
         Ok(Server {
             listener,
             state,
@@ -138,9 +148,7 @@ impl Server {
         let _ = housekeeping.await;
         state.recorder.flush().await;
         drop(state);
-        // Connections cut off after the drain timeout may still hold a handle; the flush
-        // above already wrote everything they recorded.
-        let _ = tokio::time::timeout(Duration::from_secs(1), recorder_task.finish()).await;
+        recorder_task.finish().await;
         tracing::info!("stopped");
     }
 }

@@ -3,18 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Key, Label, Metadata, Recorder};
+use dashmap::DashMap;
+use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::error::Code;
 
 static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
+type RouteStatus = (Arc<str>, u16);
+
 /// This server's metrics; each server has its own registry, so tests never share one.
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// Handles by route and status, so that counting a request allocates nothing.
+    requests: Arc<DashMap<RouteStatus, (Counter, Histogram)>>,
 }
 
 impl Default for Metrics {
@@ -54,20 +59,35 @@ impl Metrics {
         ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
-        Metrics { recorder, handle }
+        Metrics {
+            recorder,
+            handle,
+            requests: Arc::default(),
+        }
     }
 
-    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = Label::new("route", route.to_owned());
-        let key = Key::from_parts(
-            "siesta_http_requests_total",
-            vec![route.clone(), Label::new("status", status.to_string())],
-        );
-        self.recorder.register_counter(&key, &META).increment(1);
-        let key = Key::from_parts("siesta_http_request_duration_seconds", vec![route]);
-        self.recorder
-            .register_histogram(&key, &META)
-            .record(elapsed.as_secs_f64());
+    pub fn request(&self, route: &Arc<str>, status: u16, elapsed: Duration) {
+        let known = self
+            .requests
+            .get(&(Arc::clone(route), status))
+            .map(|h| h.clone());
+        let (counter, histogram) = known.unwrap_or_else(|| {
+            let label = Label::new("route", route.to_string());
+            let key = Key::from_parts(
+                "siesta_http_requests_total",
+                vec![label.clone(), Label::new("status", status.to_string())],
+            );
+            let counter = self.recorder.register_counter(&key, &META);
+            let key = Key::from_parts("siesta_http_request_duration_seconds", vec![label]);
+            let histogram = self.recorder.register_histogram(&key, &META);
+            self.requests.insert(
+                (Arc::clone(route), status),
+                (counter.clone(), histogram.clone()),
+            );
+            (counter, histogram)
+        });
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
     }
 
     pub fn auth_failure(&self, code: Code) {

@@ -1,13 +1,17 @@
 //! Buffers the records of reads (audit entries of requests, last-use times) and writes them
 //! in batches, so that serving a request never waits for a database write.
 //!
-//! A crash loses at most the records of the last [`FLUSH_EVERY`] plus one write. Mutations
-//! never come through here: they write their audit record in their own transaction.
+//! Requests append to a shared buffer under a short lock and wake nobody; a background task
+//! writes the buffer every [`FLUSH_EVERY`], or sooner when it grows large. A crash loses at
+//! most the records of the last [`FLUSH_EVERY`] plus one write. Mutations never come through
+//! here: they write their audit record in their own transaction.
 
-use std::sync::Arc;
+use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
@@ -15,92 +19,113 @@ use crate::store::{AuditRecord, Store};
 
 /// How long a record of a read may wait in memory before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Records written in one transaction at most.
-const BATCH: usize = 5_000;
+/// A buffer this large is written without waiting for the next tick.
+const BATCH: usize = 10_000;
 /// Past this many unwritten records (a database that is down), the oldest are dropped and
 /// the loss is logged, rather than growing without bound.
 const BACKLOG: usize = 200_000;
 
-enum Entry {
-    Audit(Box<AuditRecord>),
-    Used(Uuid, Timestamp),
-    Flush(oneshot::Sender<()>),
+#[derive(Default)]
+struct Buffer {
+    audit: Vec<AuditRecord>,
+    used: Vec<(Uuid, Timestamp)>,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+struct Shared {
+    buffer: Mutex<Buffer>,
+    wake: Notify,
+    closing: AtomicBool,
 }
 
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::UnboundedSender<Entry>,
+    shared: Arc<Shared>,
 }
 
 pub struct RecorderTask {
+    shared: Arc<Shared>,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl Recorder {
     pub fn start(store: Arc<dyn Store>) -> (Recorder, RecorderTask) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(run(store, rx));
-        (Recorder { tx }, RecorderTask { handle })
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(Buffer::default()),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+        });
+        let handle = tokio::spawn(run(store, Arc::clone(&shared)));
+        (
+            Recorder {
+                shared: Arc::clone(&shared),
+            },
+            RecorderTask { shared, handle },
+        )
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.shared
+            .buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn audit(&self, record: AuditRecord) {
-        let _ = self.tx.send(Entry::Audit(Box::new(record)));
+        let full = {
+            let mut buffer = self.buffer();
+            buffer.audit.push(record);
+            buffer.audit.len() == BATCH
+        };
+        if full {
+            self.shared.wake.notify_one();
+        }
     }
 
     pub fn key_used(&self, key_id: Uuid, at: Timestamp) {
-        let _ = self.tx.send(Entry::Used(key_id, at));
+        self.buffer().used.push((key_id, at));
     }
 
     /// Writes everything recorded so far; returns once it is in the database.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Entry::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
+        self.buffer().waiting.push(done);
+        self.shared.wake.notify_one();
+        let _ = wait.await;
     }
 }
 
 impl RecorderTask {
-    /// Waits until every handle is dropped and the last records are written.
+    /// Writes what is left and stops the task.
     pub async fn finish(self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
         let _ = self.handle.await;
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Entry>) {
-    let mut audit: Vec<AuditRecord> = Vec::new();
-    let mut used: Vec<(Uuid, Timestamp)> = Vec::new();
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+async fn run(store: Arc<dyn Store>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut audit = Vec::new();
+    let mut used = Vec::new();
     loop {
-        let mut closed = false;
-        let mut due = false;
         tokio::select! {
-            entry = rx.recv() => match entry {
-                Some(Entry::Audit(r)) => audit.push(*r),
-                Some(Entry::Used(k, at)) => used.push((k, at)),
-                Some(Entry::Flush(done)) => waiting.push(done),
-                None => closed = true,
-            },
-            _ = tick.tick() => due = true,
+            _ = tick.tick() => {}
+            _ = shared.wake.notified() => {}
         }
-        if !(closed || due || !waiting.is_empty() || audit.len() >= BATCH) {
-            continue;
-        }
-        // Whatever else is already queued goes into the same transaction.
-        while let Ok(entry) = rx.try_recv() {
-            match entry {
-                Entry::Audit(r) => audit.push(*r),
-                Entry::Used(k, at) => used.push((k, at)),
-                Entry::Flush(done) => waiting.push(done),
-            }
-        }
+        let closing = shared.closing.load(Ordering::Acquire);
+        let waiting = {
+            let mut buffer = shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            audit.append(&mut buffer.audit);
+            used.append(&mut buffer.used);
+            mem::take(&mut buffer.waiting)
+        };
         write(&*store, &mut audit, &mut used).await;
-        for done in waiting.drain(..) {
+        for done in waiting {
             let _ = done.send(());
         }
-        if closed {
+        if closing {
             return;
         }
     }

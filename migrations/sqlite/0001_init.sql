@@ -53,7 +53,9 @@ CREATE TABLE agents (
 CREATE INDEX agents_by_org ON agents (org_id, created_at, id);
 
 CREATE TABLE audit_log (
-    id TEXT PRIMARY KEY,
+    -- The row id orders records and keeps inserts cheap; `id` is the public identifier.
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
     org_id TEXT NOT NULL,
     at INTEGER NOT NULL,
     action TEXT NOT NULL,
@@ -66,7 +68,7 @@ CREATE TABLE audit_log (
     request_id TEXT,
     target_id TEXT
 );
-CREATE INDEX audit_log_by_org ON audit_log (org_id, at DESC, id DESC);
+CREATE INDEX audit_log_by_org ON audit_log (org_id, at);
 
 -- Bumped by every change that can invalidate a verified key (delete, rotation, member
 -- removal), whichever process makes it; running servers watch it to drop their cache.

@@ -150,8 +150,11 @@ async fn auth_gate(
 
 fn cors(state: &AppState) -> CorsLayer {
     let origins: Vec<HeaderValue> = state.settings.cors_origins.clone();
+    // A predicate is shared by reference; a list would be copied for every request.
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.contains(origin)
+        }))
         .allow_methods([
             Method::GET,
             Method::HEAD,

@@ -181,15 +181,21 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
     })
 }
 
+const AUDIT_INSERT: &str = "INSERT INTO audit_log \
+    (id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id) ";
+/// Rows a multi-row insert carries: few enough to stay a cached prepared statement.
+const AUDIT_ROWS_PER_INSERT: usize = 64;
+
+/// Inserts records in statements of a fixed size, so each shape is prepared once and then
+/// reused from the statement cache; the remainder goes one row at a time.
 async fn insert_audit(
     tx: &mut Transaction<'static, Sqlite>,
     records: &[AuditRecord],
 ) -> StoreResult<()> {
-    // 12 parameters a row keeps each statement well under SQLite's limit of bound values.
-    for chunk in records.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit_log (id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id) ",
-        );
+    let full = records.len() - records.len() % AUDIT_ROWS_PER_INSERT;
+    let (batched, rest) = records.split_at(full);
+    for chunk in batched.chunks(AUDIT_ROWS_PER_INSERT).chain(rest.chunks(1)) {
+        let mut q = QueryBuilder::<Sqlite>::new(AUDIT_INSERT);
         q.push_values(chunk, |mut b, r| {
             b.push_bind(r.id.to_string())
                 .push_bind(r.org_id.to_string())
@@ -204,7 +210,11 @@ async fn insert_audit(
                 .push_bind(r.request_id.as_deref())
                 .push_bind(r.target_id.as_deref());
         });
-        q.build().execute(&mut **tx).await.map_err(map_err)?;
+        q.build()
+            .persistent(true)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
     }
     Ok(())
 }
@@ -770,7 +780,7 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
         let rows = sqlx::query(&format!(
             "SELECT id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id \
-             FROM audit_log WHERE {filter} ORDER BY at DESC, id DESC LIMIT ?5 OFFSET ?6"
+             FROM audit_log WHERE {filter} ORDER BY at DESC, seq DESC LIMIT ?5 OFFSET ?6"
         ))
         .bind(org_id.to_string())
         .bind(f.from.map(Timestamp::millis))
