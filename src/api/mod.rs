@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{middleware, Json, Router};
 use serde::Serialize;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -190,6 +191,12 @@ pub fn app(state: AppState) -> Router {
             header::COOKIE,
         ]))
         .layer(middleware::from_fn_with_state(state.clone(), context))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                // The panic itself is reported by the panic hook; the client learns nothing of it.
+                ApiError::new(crate::error::Code::InternalError).into_response()
+            },
+        ))
         .layer(cors(&state))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
