@@ -85,10 +85,9 @@ async fn row_3_unknown_and_deleted_keys_are_invalid_api_key() {
     siesta::lifecycle::delete(&*app.store, t.org_id, id, &siesta::lifecycle::Actor::Cli)
         .await
         .unwrap();
-    let lag = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
-    })
-    .await;
+    let lag = app
+        .me_answers(Duration::from_secs(1), &key, t.org_id, 401)
+        .await;
     assert!(lag.is_some(), "a deleted key stops working within a second");
     app.get("/api/v1/Me", &key, t.org_id)
         .await
@@ -103,10 +102,9 @@ async fn row_4_a_key_past_its_expiry_is_expired_api_key_even_when_cached() {
     s.expires_in = Some(Duration::from_secs(1));
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
     app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
-    let expired = eventually(Duration::from_secs(3), || async {
-        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
-    })
-    .await;
+    let expired = app
+        .me_answers(Duration::from_secs(3), &key, t.org_id, 401)
+        .await;
     assert!(expired.is_some());
     app.get("/api/v1/Me", &key, t.org_id)
         .await
@@ -163,10 +161,9 @@ async fn row_8_a_key_whose_creator_left_is_key_owner_not_member() {
     app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
     let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
     app.store.remove_member(t.org_id, dev, audit).await.unwrap();
-    let lag = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/Me", &key, t.org_id).await.status == 403
-    })
-    .await;
+    let lag = app
+        .me_answers(Duration::from_secs(1), &key, t.org_id, 403)
+        .await;
     assert!(
         lag.is_some(),
         "member removal reaches the server within a second"

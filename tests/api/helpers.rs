@@ -210,6 +210,22 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Repeats `GET /api/v1/Me` until it answers `status`; how long that took, if it did.
+    pub async fn me_answers(
+        &self,
+        within: Duration,
+        key: &str,
+        org: Uuid,
+        status: u16,
+    ) -> Option<Duration> {
+        eventually(within, || async {
+            self.get("/api/v1/Me", key, org).await.status == status
+        })
+        .await
+    }
+}
+
 pub fn spec(name: &str, scope: Scope) -> KeySpec {
     KeySpec {
         name: name.into(),

@@ -31,10 +31,9 @@ async fn a_rotated_key_works_through_its_grace_period_then_expires() {
     assert_ne!(new, old);
     app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
     app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
-    let lapsed = eventually(Duration::from_secs(3), || async {
-        app.get("/api/v1/Me", &old, t.org_id).await.status == 401
-    })
-    .await;
+    let lapsed = app
+        .me_answers(Duration::from_secs(3), &old, t.org_id, 401)
+        .await;
     assert!(lapsed.is_some());
     app.get("/api/v1/Me", &old, t.org_id)
         .await
@@ -57,10 +56,9 @@ async fn rotation_with_no_grace_ends_the_old_key_at_once() {
         .await
         .unwrap();
     // Made by another writer than the server, so it reaches the server within a second.
-    let lapsed = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/Me", &old, t.org_id).await.status == 401
-    })
-    .await;
+    let lapsed = app
+        .me_answers(Duration::from_secs(1), &old, t.org_id, 401)
+        .await;
     assert!(lapsed.is_some());
     app.get("/api/v1/Me", &old, t.org_id)
         .await
