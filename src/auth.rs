@@ -66,6 +66,9 @@ pub trait KeyCache: Send + Sync + 'static {
     fn epoch(&self) -> u64;
     fn get(&self, digest: &KeyDigest) -> Option<Arc<VerifiedKey>>;
     fn insert(&self, epoch: u64, key: Arc<VerifiedKey>);
+    /// Whether a key with this digest has been verified before, even if the cache has been
+    /// emptied since: such keys are exempt from the per-address failure limit.
+    fn verified_before(&self, digest: &KeyDigest) -> bool;
     /// Forgets every key: something that could revoke one has changed.
     fn invalidate_all(&self);
 }
@@ -74,6 +77,9 @@ pub trait KeyCache: Send + Sync + 'static {
 pub struct InMemoryKeyCache {
     epoch: AtomicU64,
     keys: DashMap<KeyDigest, Arc<VerifiedKey>>,
+    /// Survives invalidation, so that a change elsewhere does not lock working keys out of
+    /// an address that is being flooded with bad ones.
+    seen: DashMap<KeyDigest, ()>,
     capacity: usize,
 }
 
@@ -82,6 +88,7 @@ impl InMemoryKeyCache {
         InMemoryKeyCache {
             epoch: AtomicU64::new(0),
             keys: DashMap::new(),
+            seen: DashMap::new(),
             capacity,
         }
     }
@@ -101,11 +108,19 @@ impl KeyCache for InMemoryKeyCache {
             self.invalidate_all();
             return;
         }
+        if self.seen.len() >= self.capacity {
+            self.seen.clear();
+        }
+        self.seen.insert(key.digest, ());
         self.keys.insert(key.digest, key);
         // An invalidation that raced with the read above may have missed this entry.
         if self.epoch() != epoch {
             self.keys.clear();
         }
+    }
+
+    fn verified_before(&self, digest: &KeyDigest) -> bool {
+        self.seen.contains_key(digest)
     }
 
     fn invalidate_all(&self) {
@@ -204,12 +219,23 @@ fn client_ip(request: &Request) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+/// A credential header as sent: absent (or blank), unreadable as text, or a value.
+enum Presented<'a> {
+    Missing,
+    Unreadable,
+    Value(&'a str),
+}
+
+fn read_header<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
+    match headers.get(name).map(|v| v.to_str().map(str::trim)) {
+        None => Presented::Missing,
+        Some(Ok("")) => Presented::Missing,
+        Some(Ok(v)) => Presented::Value(v),
+        Some(Err(_)) if headers[name].as_bytes().iter().all(u8::is_ascii_whitespace) => {
+            Presented::Missing
+        }
+        Some(Err(_)) => Presented::Unreadable,
+    }
 }
 
 /// `RateLimit-Policy` and `RateLimit` in the shape of draft-ietf-httpapi-ratelimit-headers.
@@ -253,14 +279,17 @@ pub async fn authenticate(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let needed = required_scope(request.method(), request.uri().path());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let needed = required_scope(&method, &path);
     if !caller.verified.key.scope.allows(needed) {
         state.metrics.auth_failure(Code::InsufficientScope);
         let detail = format!(
             "This operation needs a key with {needed} scope; this key has {} scope.",
             caller.verified.key.scope
         );
-        return ApiError::with_detail(Code::InsufficientScope, detail).into_response();
+        let response = ApiError::with_detail(Code::InsufficientScope, detail).into_response();
+        return finish(&state, caller, &method, path, response);
     }
     let decision = state
         .limiter
@@ -270,20 +299,34 @@ pub async fn authenticate(
         )
         .await;
     if !decision.allowed {
+        // Not recorded in the audit log: a client hammering past its limit would otherwise
+        // turn every refusal into a database write. The metric counts them.
         state.metrics.rate_limited("key");
         return too_many("api-key", &decision).into_response();
     }
     let now = Timestamp::now();
     if caller.verified.first_use_this_minute(now) {
-        state.recorder.key_used(caller.verified.key.id, now);
+        state
+            .recorder
+            .key_used(caller.org_id, caller.verified.key.id, now);
     }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
     request.extensions_mut().insert(caller.clone());
     let mut response = next.run(request).await;
     response
         .headers_mut()
         .extend(rate_limit_headers("api-key", &decision));
+    finish(&state, caller, &method, path, response)
+}
+
+/// Records an authenticated request in the audit log, unless its handler already wrote the
+/// record with the change it made, and attaches the caller for the request log line.
+fn finish(
+    state: &AppState,
+    caller: Caller,
+    method: &Method,
+    path: String,
+    mut response: Response,
+) -> Response {
     if response.extensions().get::<Audited>().is_none() {
         let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
             .key(caller.verified.key.id, &caller.verified.key.name);
@@ -299,15 +342,23 @@ pub async fn authenticate(
 
 /// Rows 1 to 8 of the contract's table, and the per-address limit on failures before them.
 async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
-    let presented = header_str(headers, API_KEY_HEADER);
-    let parsed = presented.map(ApiKey::parse);
+    let presented = read_header(headers, API_KEY_HEADER);
+    let parsed = match presented {
+        Presented::Value(v) => Some(ApiKey::parse(v)),
+        Presented::Unreadable => Some(Err(crate::key::MalformedKey)),
+        Presented::Missing => None,
+    };
     let digest = match &parsed {
         Some(Ok(key)) => Some(key.digest()),
         _ => None,
     };
     let cached = digest.as_ref().and_then(|d| state.keys.get(d));
     let failures = Quota::per_minute(state.settings.auth_failure_limit);
-    if cached.is_none() {
+    let known = cached.is_some()
+        || digest
+            .as_ref()
+            .is_some_and(|d| state.keys.verified_before(d));
+    if !known {
         if let Some(d) = state.limiter.peek(Bucket::Address(ip), failures).await {
             state.metrics.rate_limited("address");
             return Err(too_many("failed-auth", &d));
@@ -326,12 +377,12 @@ async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Call
 async fn verify(
     state: &AppState,
     headers: &HeaderMap,
-    presented: Option<&str>,
+    presented: Presented<'_>,
     parsed: Option<Result<ApiKey, crate::key::MalformedKey>>,
     digest: Option<KeyDigest>,
     cached: Option<Arc<VerifiedKey>>,
 ) -> Result<Caller, ApiError> {
-    if presented.is_none() {
+    if matches!(presented, Presented::Missing) {
         return Err(ApiError::new(Code::MissingApiKey));
     }
     let (Some(Ok(_)), Some(digest)) = (parsed, digest) else {
@@ -351,11 +402,12 @@ async fn verify(
             return Err(ApiError::new(Code::ExpiredApiKey));
         }
     }
-    let Some(org) = header_str(headers, ORG_ID_HEADER) else {
-        return Err(ApiError::new(Code::MissingOrgId));
-    };
-    let Ok(org_id) = Uuid::try_parse(org) else {
-        return Err(ApiError::new(Code::InvalidOrgId));
+    let org_id = match read_header(headers, ORG_ID_HEADER) {
+        Presented::Missing => return Err(ApiError::new(Code::MissingOrgId)),
+        Presented::Unreadable => return Err(ApiError::new(Code::InvalidOrgId)),
+        Presented::Value(org) => {
+            Uuid::try_parse(org).map_err(|_| ApiError::new(Code::InvalidOrgId))?
+        }
     };
     if org_id != verified.key.org_id {
         return Err(ApiError::new(Code::OrgAccessDenied));
@@ -373,6 +425,7 @@ async fn verify(
 
 async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<VerifiedKey>>, ApiError> {
     let epoch = state.keys.epoch();
+    state.metrics.key_lookup();
     let grant: StoreResult<Option<KeyGrant>> = state.store.find_grant(digest).await;
     let Some(grant) = grant? else { return Ok(None) };
     let verified = Arc::new(VerifiedKey::new(grant));

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, REQUEST_ID};
+use crate::key::looks_like_key;
 use crate::store::Page;
 use crate::AppState;
 
@@ -98,29 +99,61 @@ fn is_credential_param(name: &str) -> bool {
         .any(|c| c.eq_ignore_ascii_case(name))
 }
 
-/// The path and query as logs may show them: credential parameters' values redacted.
+/// True when the URL carries a credential: a parameter named like one, or any part of the
+/// path or query shaped like a key, whatever it is called.
+fn has_credentials(uri: &Uri) -> bool {
+    if looks_like_key(uri.path()) {
+        return true;
+    }
+    uri.query().is_some_and(|q| {
+        looks_like_key(q)
+            || form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| is_credential_param(&k) || looks_like_key(&k) || looks_like_key(&v))
+    })
+}
+
+/// The path and query as logs may show them: anything that could be a credential redacted.
 pub fn loggable_uri(uri: &Uri) -> String {
+    let path = if looks_like_key(uri.path()) {
+        uri.path()
+            .split('/')
+            .map(|seg| {
+                if looks_like_key(seg) {
+                    "[REDACTED]"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        uri.path().to_owned()
+    };
     let Some(query) = uri.query() else {
-        return uri.path().to_owned();
+        return path;
     };
     let pairs = form_urlencoded::parse(query.as_bytes());
-    if !pairs.clone().any(|(k, _)| is_credential_param(&k)) {
-        return format!("{}?{}", uri.path(), query);
+    let secret =
+        |k: &str, v: &str| is_credential_param(k) || looks_like_key(k) || looks_like_key(v);
+    if !looks_like_key(query) && !pairs.clone().any(|(k, v)| secret(&k, &v)) {
+        return format!("{path}?{query}");
     }
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
-        if is_credential_param(&k) {
-            out.append_pair(&k, "[REDACTED]");
+        if secret(&k, &v) {
+            let name = if looks_like_key(&k) { "[REDACTED]" } else { &k };
+            out.append_pair(name, "[REDACTED]");
         } else {
             out.append_pair(&k, &v);
         }
     }
-    format!("{}?{}", uri.path(), out.finish())
+    format!("{path}?{}", out.finish())
 }
 
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
     let ok = (1..=128).contains(&s.len())
+        && !looks_like_key(s)
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
     ok.then(|| s.to_owned())
@@ -161,9 +194,7 @@ pub async fn context(State(state): State<AppState>, request: Request, next: Next
         Some(p) => ROUTES.with(|cache| cache.intern(p.as_str())),
         None => ROUTES.with(|cache| cache.intern("unmatched")),
     };
-    let has_credentials = request.uri().query().is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| is_credential_param(&k))
-    });
+    let has_credentials = has_credentials(request.uri());
 
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async move {
@@ -376,7 +407,11 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
             if T::FIELDS.contains(&name.as_str()) {
                 continue;
             }
-            let field: String = name.chars().take(64).collect();
+            let field: String = if looks_like_key(name) {
+                "[redacted]".to_owned()
+            } else {
+                name.chars().take(64).collect()
+            };
             if SERVER_OWNED.contains(&name.as_str()) {
                 errors.add(&field, "is set by the server and cannot be sent");
             } else {
@@ -472,6 +507,47 @@ pub async fn serve<S>(
         .await
         .is_err()
     {
-        tracing::warn!("some connections were still busy after {drain:?}; closing them");
+        tracing::warn!("some connections were still busy after {drain:?}; stopping without them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sai_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn credentials_are_found_under_any_name_and_anywhere_in_the_url() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert!(has_credentials(&uri("/api/v1/Me?API_KEY=x")));
+        assert!(has_credentials(&uri(&format!("/api/v1/Me?token={KEY}"))));
+        assert!(has_credentials(&uri(&format!("/api/v1/Agent/{KEY}"))));
+        assert!(!has_credentials(&uri("/api/v1/Agent?Search=sai&Limit=5")));
+    }
+
+    #[test]
+    fn logged_urls_never_hold_a_key() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        for u in [
+            format!("/api/v1/Me?apiKey={KEY}"),
+            format!("/api/v1/Me?token={KEY}&Limit=5"),
+            format!("/api/v1/Agent/{KEY}/response"),
+            format!("/api/v1/Me?{KEY}=1"),
+        ] {
+            let logged = loggable_uri(&uri(&u));
+            assert!(!logged.contains(&KEY[9..]), "{logged}");
+            assert!(logged.contains("REDACTED"), "{logged}");
+        }
+        assert_eq!(
+            loggable_uri(&uri("/api/v1/Agent?Limit=5")),
+            "/api/v1/Agent?Limit=5"
+        );
+    }
+
+    #[test]
+    fn request_ids_that_look_like_keys_are_not_kept() {
+        assert!(sane_request_id(&HeaderValue::from_static("trace-1")).is_some());
+        assert!(sane_request_id(&HeaderValue::from_static(KEY)).is_none());
     }
 }

@@ -186,6 +186,11 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// Whether text holds something shaped like one of our keys, wherever it was sent.
+pub fn looks_like_key(text: &str) -> bool {
+    text.contains("sai_live_") || text.contains("sai_test_")
+}
+
 /// The presented value is not a key this server could ever have issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedKey;

@@ -48,6 +48,8 @@ pub struct Settings {
     pub change_poll: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long records of reads may wait in memory before they are written.
+    pub record_flush: Duration,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             header_read_timeout: Duration::from_secs(10),
             change_poll: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
+            record_flush: recorder::FLUSH_EVERY,
         }
     }
 }
@@ -99,7 +102,7 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
-        let (recorder, recorder_task) = Recorder::start(Arc::clone(&store));
+        let (recorder, recorder_task) = Recorder::start(Arc::clone(&store), settings.record_flush);
         let state = AppState(Arc::new(Shared {
             store,
             keys: Arc::new(InMemoryKeyCache::new(100_000)),

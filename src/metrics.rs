@@ -106,6 +106,11 @@ impl Metrics {
         self.recorder.register_counter(&key, &META).increment(1);
     }
 
+    pub fn key_lookup(&self) {
+        let key = Key::from_name("siesta_key_lookups_total");
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
     pub fn render(&self) -> String {
         self.handle.render()
     }

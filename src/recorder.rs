@@ -28,7 +28,7 @@ const BACKLOG: usize = 200_000;
 #[derive(Default)]
 struct Buffer {
     audit: Vec<AuditRecord>,
-    used: Vec<(Uuid, Timestamp)>,
+    used: Vec<(Uuid, Uuid, Timestamp)>,
     waiting: Vec<oneshot::Sender<()>>,
 }
 
@@ -49,13 +49,14 @@ pub struct RecorderTask {
 }
 
 impl Recorder {
-    pub fn start(store: Arc<dyn Store>) -> (Recorder, RecorderTask) {
+    /// Starts the writer task; records wait at most `every` (normally [`FLUSH_EVERY`]).
+    pub fn start(store: Arc<dyn Store>, every: Duration) -> (Recorder, RecorderTask) {
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Buffer::default()),
             wake: Notify::new(),
             closing: AtomicBool::new(false),
         });
-        let handle = tokio::spawn(run(store, Arc::clone(&shared)));
+        let handle = tokio::spawn(run(store, Arc::clone(&shared), every));
         (
             Recorder {
                 shared: Arc::clone(&shared),
@@ -82,8 +83,8 @@ impl Recorder {
         }
     }
 
-    pub fn key_used(&self, key_id: Uuid, at: Timestamp) {
-        self.buffer().used.push((key_id, at));
+    pub fn key_used(&self, org_id: Uuid, key_id: Uuid, at: Timestamp) {
+        self.buffer().used.push((org_id, key_id, at));
     }
 
     /// Writes everything recorded so far; returns once it is in the database.
@@ -104,8 +105,8 @@ impl RecorderTask {
     }
 }
 
-async fn run(store: Arc<dyn Store>, shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
+async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut audit = Vec::new();
     let mut used = Vec::new();
@@ -131,7 +132,11 @@ async fn run(store: Arc<dyn Store>, shared: Arc<Shared>) {
     }
 }
 
-async fn write(store: &dyn Store, audit: &mut Vec<AuditRecord>, used: &mut Vec<(Uuid, Timestamp)>) {
+async fn write(
+    store: &dyn Store,
+    audit: &mut Vec<AuditRecord>,
+    used: &mut Vec<(Uuid, Uuid, Timestamp)>,
+) {
     if audit.is_empty() && used.is_empty() {
         return;
     }

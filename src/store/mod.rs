@@ -330,11 +330,11 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<()>;
 
-    /// Writes buffered request records and last-use times in one transaction.
+    /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(
         &self,
         audit: &[AuditRecord],
-        last_used: &[(Uuid, Timestamp)],
+        last_used: &[(Uuid, Uuid, Timestamp)],
     ) -> StoreResult<()>;
     async fn list_audit(
         &self,

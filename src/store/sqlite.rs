@@ -469,7 +469,6 @@ impl Store for SqliteStore {
             StoreError::Internal(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound,
             other => other,
         })?;
-        bump_generation(&mut tx).await?;
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -741,18 +740,20 @@ impl Store for SqliteStore {
     async fn record_batch(
         &self,
         audit: &[AuditRecord],
-        last_used: &[(Uuid, Timestamp)],
+        last_used: &[(Uuid, Uuid, Timestamp)],
     ) -> StoreResult<()> {
         if audit.is_empty() && last_used.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
         insert_audit(&mut tx, audit).await?;
-        for (key_id, at) in last_used {
+        for (org_id, key_id, at) in last_used {
             sqlx::query(
-                "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                "UPDATE api_keys SET last_used_at = ?1 WHERE org_id = ?2 AND id = ?3 \
+                 AND (last_used_at IS NULL OR last_used_at < ?1)",
             )
             .bind(at.millis())
+            .bind(org_id.to_string())
             .bind(key_id.to_string())
             .execute(&mut *tx)
             .await

@@ -242,3 +242,32 @@ async fn mutations_and_reads_are_in_the_audit_log_newest_first() {
         "records name keys, never their values"
     );
 }
+
+#[tokio::test]
+async fn records_of_reads_still_in_memory_are_written_at_shutdown() {
+    let settings = siesta::Settings {
+        record_flush: std::time::Duration::from_secs(3600),
+        ..siesta::Settings::default()
+    };
+    let app = spawn_app_with(settings).await;
+    let t = app.tenant("Acme").await;
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    let store = std::sync::Arc::clone(&app.store);
+    let filter = siesta::store::AuditFilter {
+        action: Some("request".into()),
+        ..Default::default()
+    };
+    let page = siesta::store::Page {
+        offset: 0,
+        limit: 10,
+    };
+    let before = store.list_audit(t.org_id, &filter, page).await.unwrap();
+    assert_eq!(
+        before.total, 0,
+        "with an hour's flush period nothing is written yet"
+    );
+    app.stop().await;
+    let after = store.list_audit(t.org_id, &filter, page).await.unwrap();
+    assert_eq!(after.total, 1);
+    assert_eq!(after.items[0].path.as_deref(), Some("/api/v1/Me"));
+}

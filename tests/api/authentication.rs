@@ -112,6 +112,34 @@ async fn row_4_a_key_past_its_expiry_is_expired_api_key_even_when_cached() {
 }
 
 #[tokio::test]
+async fn headers_that_are_not_text_are_malformed_not_missing() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let raw = |name: &'static str, value: &'static [u8], other: (&'static str, String)| {
+        app.client
+            .get(app.url("/api/v1/Me"))
+            .header(
+                name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            )
+            .header(other.0, other.1)
+            .send()
+    };
+    let r = raw(
+        "X-Api-Key",
+        b"sai_live_\xe9\xe9",
+        ("X-Org-Id", t.org_id.to_string()),
+    )
+    .await
+    .unwrap();
+    Reply::from(r).await.problem(401, "invalid_api_key");
+    let r = raw("X-Org-Id", b"\xe9", ("X-Api-Key", t.read.clone()))
+        .await
+        .unwrap();
+    Reply::from(r).await.problem(403, "invalid_org_id");
+}
+
+#[tokio::test]
 async fn row_5_a_missing_or_empty_org_id_is_missing_org_id() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
@@ -335,6 +363,37 @@ async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
         let body = r.problem(400, "credentials_in_url");
         assert!(!body.to_string().contains(&t.read));
     }
+    // A key under any other name, or in the path, is refused just the same.
+    for path in [
+        format!("/api/v1/Me?token={}", t.read),
+        format!("/api/v1/Agent/{}", t.read),
+        format!("/api/v1/Agent?Search=x&{}=1", t.read),
+    ] {
+        let body = app
+            .get(&path, &t.read, t.org_id)
+            .await
+            .problem(400, "credentials_in_url");
+        assert!(!body.to_string().contains(&t.read));
+    }
+    // A key sent as a request id is not echoed back.
+    let r = app
+        .client
+        .get(app.url("/api/v1/Nope"))
+        .header("X-Request-Id", t.read.as_str())
+        .send()
+        .await
+        .unwrap();
+    let r = Reply::from(r).await;
+    assert!(!r.text().contains(&t.read) && r.header("x-request-id") != Some(t.read.as_str()));
+    // Nor is a key sent as a field name.
+    let mut body = serde_json::Map::new();
+    body.insert(t.write.clone(), json!(1));
+    body.insert("name".into(), json!("a"));
+    let r = app
+        .post("/api/v1/Agent", &t.write, t.org_id, body.into())
+        .await;
+    r.problem(400, "validation_error");
+    assert!(!r.text().contains(&t.write));
     // Even without headers and on paths outside the API.
     let r = app
         .call(

@@ -136,6 +136,19 @@ async fn unused_keys_are_listed_and_last_use_is_recorded_once_a_minute() {
         .last_used_at
         .unwrap();
     assert!(at.millis() <= Timestamp::now().millis());
+    // Later uses in the same minute write nothing.
+    app.get("/api/v1/Me", &used, t.org_id).await.ok(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = app
+        .store
+        .get_key(t.org_id, used_id)
+        .await
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    if Timestamp::now().minute() == at.minute() {
+        assert_eq!(later, at);
+    }
 
     let in_an_hour = KeyFilter {
         unused_since: Some(Timestamp::now().plus(Duration::from_secs(3600))),

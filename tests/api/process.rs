@@ -515,12 +515,16 @@ async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
     let client = reqwest::Client::new();
     for key in [&boot, &issued, &rotated] {
         assert_eq!(get(&r.base, "/api/v1/Me", key, &org).await.status(), 200);
-        let res = client
-            .get(format!("{}/api/v1/Agent?api_key={key}", r.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400);
+        for bad in [
+            format!("/api/v1/Agent?api_key={key}"),
+            format!("/api/v1/Agent?apiKey={key}"),
+            format!("/api/v1/Agent?X-API-KEY={key}"),
+            format!("/api/v1/Agent?key={key}"),
+            format!("/api/v1/Agent/{key}"),
+        ] {
+            let res = client.get(format!("{}{bad}", r.base)).send().await.unwrap();
+            assert_eq!(res.status(), 400);
+        }
         let res = client
             .get(format!("{}/api/v1/Me", r.base))
             .header("X-Api-Key", key.as_str())

@@ -33,6 +33,14 @@ async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
         .starts_with("\"api-key\";r=0;t="));
     // Other keys are not affected.
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    // Even after a change elsewhere empties the cache, the working key is not locked out.
+    let dev = app.create_user("dev@acme.example").await;
+    app.add_member(t.org_id, dev, siesta::store::Role::Member)
+        .await;
+    let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    app.store.remove_member(t.org_id, dev, audit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
 }
 
 #[tokio::test]
@@ -42,10 +50,19 @@ async fn a_client_at_its_steady_rate_is_never_refused_after_a_full_burst() {
     let mut s = spec("crm-prod-steady", Scope::Read);
     s.rate_limit = Some(600); // one every 100 ms, burst 600
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
-    for _ in 0..600 {
-        app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    // Spend the whole burst: the first refusal shows the bucket is empty.
+    let mut passed = 0;
+    loop {
+        let r = app.get("/api/v1/Me", &key, t.org_id).await;
+        if r.status == 429 {
+            break;
+        }
+        assert_eq!(r.status, 200);
+        passed += 1;
+        assert!(passed < 700, "the burst never ran out");
     }
-    // The burst is spent; requests spaced just over 100 ms apart must all pass.
+    assert!(passed >= 600, "a burst of 600 passes at once, got {passed}");
+    // From empty, requests spaced just over 100 ms apart must all pass.
     let start = Instant::now();
     for i in 0..15u32 {
         let due = start + Duration::from_millis(110) * (i + 1);
@@ -64,15 +81,34 @@ async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verif
     .await;
     let t = app.tenant("Acme").await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200); // now held as verified
+    let lookups = || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("siesta_key_lookups_total"))
+            .unwrap()
+            .to_owned();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
     for _ in 0..5 {
         let garbage = ApiKey::generate(Environment::Live);
         app.get("/api/v1/Me", garbage.reveal(), t.org_id)
             .await
             .problem(401, "invalid_api_key");
     }
+    let before = lookups().await;
     let garbage = ApiKey::generate(Environment::Live);
     let r = app.get("/api/v1/Me", garbage.reveal(), t.org_id).await;
     r.problem(429, "rate_limited");
+    assert_eq!(lookups().await, before, "refused without a database lookup");
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     app.call(reqwest::Method::GET, "/api/v1/Me", None, None, None)
         .await
@@ -81,5 +117,13 @@ async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verif
     app.get("/api/v1/Me", &t.write, t.org_id)
         .await
         .problem(429, "rate_limited");
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    // Even after a change elsewhere empties the cache, the working key is not locked out.
+    let dev = app.create_user("dev@acme.example").await;
+    app.add_member(t.org_id, dev, siesta::store::Role::Member)
+        .await;
+    let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    app.store.remove_member(t.org_id, dev, audit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
 }
