@@ -370,61 +370,84 @@ const SERVER_OWNED: [&str; 9] = [
 /// A JSON body of at most 1 MiB, refused with the name of any field that does not belong.
 pub struct ApiJson<T>(pub T);
 
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::with_detail(
+                    Code::PayloadTooLarge,
+                    format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
+                )
+            } else {
+                ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
+            }
+        })
+}
+
+/// Parses a JSON object into `T`, naming every field that does not belong.
+fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::with_detail(
+            Code::InvalidJson,
+            format!(
+                "The request body is not valid JSON (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::with_detail(
+            Code::InvalidJson,
+            "The request body must be a JSON object.",
+        ));
+    };
+    let mut errors = FieldErrors::default();
+    for name in object.keys() {
+        if T::FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        let field: String = if looks_like_key(name) {
+            "[redacted]".to_owned()
+        } else {
+            name.chars().take(64).collect()
+        };
+        if SERVER_OWNED.contains(&name.as_str()) {
+            errors.add(&field, "is set by the server and cannot be sent");
+        } else {
+            errors.add(&field, "is not a field of this request");
+        }
+    }
+    errors.check()?;
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        // serde's own message may quote the value sent; ours never does.
+        ApiError::invalid(&path, "has the wrong type")
+    })
+}
+
 impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::with_detail(
-                        Code::PayloadTooLarge,
-                        format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
-                    )
-                } else {
-                    ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
-                }
-            })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::with_detail(
-                Code::InvalidJson,
-                format!(
-                    "The request body is not valid JSON (line {}, column {}).",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
-        let Some(object) = value.as_object() else {
-            return Err(ApiError::with_detail(
-                Code::InvalidJson,
-                "The request body must be a JSON object.",
-            ));
-        };
-        let mut errors = FieldErrors::default();
-        for name in object.keys() {
-            if T::FIELDS.contains(&name.as_str()) {
-                continue;
-            }
-            let field: String = if looks_like_key(name) {
-                "[redacted]".to_owned()
-            } else {
-                name.chars().take(64).collect()
-            };
-            if SERVER_OWNED.contains(&name.as_str()) {
-                errors.add(&field, "is set by the server and cannot be sent");
-            } else {
-                errors.add(&field, "is not a field of this request");
-            }
+        let bytes = read_body(request, state).await?;
+        Ok(ApiJson(parse_body(&bytes)?))
+    }
+}
+
+/// A JSON body that may be left out entirely; when sent, it is checked like [`ApiJson`].
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
         }
-        errors.check()?;
-        let parsed = serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-            let path = e.path().to_string();
-            // serde's own message may quote the value sent; ours never does.
-            ApiError::invalid(&path, "has the wrong type")
-        })?;
-        Ok(ApiJson(parsed))
+        Ok(OptionalJson(Some(parse_body(&bytes)?)))
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
@@ -26,6 +28,25 @@ pub struct KeySpec {
     pub rate_limit: Option<u32>,
 }
 
+/// A key with its value: only in the answer to create and rotate, never stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// The key itself. This is the only time it is shown; store it in a secret manager.
+    #[schema(example = "sai_live_<40 random characters><6-character checksum>")]
+    pub key: String,
+}
+
+impl IssuedKey {
+    pub fn new(record: KeyRecord, key: &ApiKey) -> Self {
+        IssuedKey {
+            record,
+            key: key.reveal().to_owned(),
+        }
+    }
+}
+
 /// Who made a change, for the audit log.
 #[derive(Debug, Clone)]
 pub enum Actor {
@@ -34,11 +55,14 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn audit(&self, org_id: Uuid, action: &str) -> AuditRecord {
+    /// An event about the key `subject`. A request names the key that made it; the command
+    /// line, which has no key, names the subject itself.
+    fn audit(&self, org_id: Uuid, action: &str, subject: Uuid, subject_name: &str) -> AuditRecord {
         match self {
-            Actor::Cli => AuditRecord::event(org_id, action, "cli"),
+            Actor::Cli => AuditRecord::event(org_id, action, "cli").key(subject, subject_name),
             Actor::Key { id, name } => AuditRecord::event(org_id, action, "api_key").key(*id, name),
         }
+        .target(subject)
     }
 }
 
@@ -98,10 +122,7 @@ pub async fn create(
         message,
     })?;
     let (record, key) = new_key(spec, user_id, Timestamp::now());
-    let audit = actor
-        .audit(org_id, "api_key.created")
-        .key(record.id, &record.name)
-        .target(record.id);
+    let audit = actor.audit(org_id, "api_key.created", record.id, &record.name);
     let stored = store.create_key(org_id, &record, audit).await?;
     Ok((stored, key))
 }
@@ -128,10 +149,7 @@ pub async fn rotate(
         rate_limit: old.rate_limit,
     };
     let (successor, key) = new_key(&spec, old.created_by, now);
-    let audit = actor
-        .audit(org_id, "api_key.rotated")
-        .key(old.id, &old.name)
-        .target(successor.id);
+    let audit = actor.audit(org_id, "api_key.rotated", old.id, &old.name);
     let stored = store
         .rotate_key(org_id, key_id, now.plus(grace), &successor, audit)
         .await?;
@@ -146,10 +164,7 @@ pub async fn delete(
     actor: &Actor,
 ) -> StoreResult<()> {
     let old = store.get_key(org_id, key_id).await?;
-    let audit = actor
-        .audit(org_id, "api_key.deleted")
-        .key(old.id, &old.name)
-        .target(old.id);
+    let audit = actor.audit(org_id, "api_key.deleted", old.id, &old.name);
     store.delete_key(org_id, key_id, audit).await
 }
 

@@ -4,6 +4,7 @@
 //! the same list.
 
 mod agent;
+mod api_key;
 mod audit_log;
 mod me;
 
@@ -89,6 +90,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(doc)
         .merge(me::router())
         .merge(agent::router())
+        .merge(api_key::router())
         .merge(audit_log::router())
         .split_for_parts()
 }

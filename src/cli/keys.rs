@@ -8,7 +8,7 @@ use super::{org_arg, user_arg, CliError, CliResult, Output};
 use crate::clock::Timestamp;
 use crate::duration::{HumanDuration, PerMinute};
 use crate::key::{ApiKey, Environment, Scope};
-use crate::lifecycle::{self, Actor, KeySpec};
+use crate::lifecycle::{self, Actor, IssuedKey, KeySpec};
 use crate::store::{KeyFilter, KeyRecord, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -67,14 +67,6 @@ pub enum KeysCommand {
     },
     /// Delete a key; it stops working at once.
     Delete { key_id: Uuid },
-}
-
-/// A key with its value: only in the output of create and rotate.
-#[derive(Serialize)]
-struct Issued<'a> {
-    #[serde(flatten)]
-    record: &'a KeyRecord,
-    key: &'a str,
 }
 
 #[derive(Serialize)]
@@ -167,13 +159,9 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
                     )),
                     e => e.into(),
                 })?;
-            out.show(
-                &Issued {
-                    record: &record,
-                    key: key.reveal(),
-                },
-                || issued_text(&record, &key, "created"),
-            );
+            out.show(&IssuedKey::new(record.clone(), &key), || {
+                issued_text(&record, &key, "created")
+            });
         }
         KeysCommand::List {
             org,
@@ -201,7 +189,7 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             let org_id = key_org(store, key_id).await?;
             let (record, key) =
                 lifecycle::rotate(store, org_id, key_id, grace.0, &Actor::Cli).await?;
-            out.show(&Issued { record: &record, key: key.reveal() }, || {
+            out.show(&IssuedKey::new(record.clone(), &key), || {
                 format!(
                     "{}\n\nThe old key {key_id} keeps working for {grace}. Put the new key in your backend's secret, \
                      re-test a read-only endpoint such as GET /api/v1/Me, then let the old one lapse.",

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod agents;
+mod api_keys;
 mod authentication;
 mod helpers;
 mod key_lifecycle;

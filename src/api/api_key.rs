@@ -1,0 +1,219 @@
+//! API keys over HTTP, for admin keys: list and search, create, rotate, delete.
+//!
+//! The same rules as the command line, through the same [`lifecycle`] functions; a change
+//! here drops this server's verified keys at once, and other servers' within a second.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
+use crate::error::Result;
+use crate::http::{ApiJson, FieldErrors, List, OptionalJson, Params, RequestBody};
+use crate::key::{Environment, Scope};
+use crate::lifecycle::{self, Actor, IssuedKey, KeySpec, DEFAULT_GRACE};
+use crate::store::{KeyFilter, KeyRecord, Listed};
+use crate::AppState;
+
+/// A key to create. It is owned by the member who owns the calling key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewApiKey {
+    /// 1 to 100 printable characters, unique among the organization's live keys.
+    /// Suggested pattern: `<system>-<environment>-<purpose>`, e.g. `crm-prod-sync`.
+    #[schema(example = "crm-prod-sync")]
+    pub name: Option<String>,
+    /// `read` (default), `write` or `admin`.
+    pub scope: Option<String>,
+    /// `live` (default) or `test`.
+    pub environment: Option<String>,
+    /// Lifetime such as `30d` or `12h`; without it the key does not expire.
+    pub expires_in: Option<String>,
+    /// Requests per minute, 1 to 1,000,000,000; without it the server default applies.
+    pub rate_limit: Option<u32>,
+}
+
+impl RequestBody for NewApiKey {
+    const FIELDS: &'static [&'static str] =
+        &["name", "scope", "environment", "expiresIn", "rateLimit"];
+}
+
+impl NewApiKey {
+    fn into_spec(self) -> Result<KeySpec> {
+        let mut errors = FieldErrors::default();
+        let name = self.name.unwrap_or_default();
+        if let Err(message) = lifecycle::check_name(&name) {
+            errors.add("name", message);
+        }
+        let scope = match self.scope.as_deref() {
+            None => Scope::Read,
+            Some(s) => Scope::parse(s).unwrap_or_else(|| {
+                errors.add("scope", "must be read, write or admin");
+                Scope::Read
+            }),
+        };
+        let environment = match self.environment.as_deref() {
+            None => Environment::Live,
+            Some(s) => Environment::parse(s).unwrap_or_else(|| {
+                errors.add("environment", "must be live or test");
+                Environment::Live
+            }),
+        };
+        let expires_in =
+            self.expires_in
+                .as_deref()
+                .and_then(|s| match s.parse::<HumanDuration>() {
+                    Ok(d) if !d.0.is_zero() => Some(d.0),
+                    _ => {
+                        errors.add(
+                            "expiresIn",
+                            "must be a duration such as 30d, 12h or 15m, longer than 0",
+                        );
+                        None
+                    }
+                });
+        if let Some(n) = self.rate_limit {
+            if !(1..=MAX_RATE_LIMIT).contains(&n) {
+                errors.add(
+                    "rateLimit",
+                    "must be a whole number of requests per minute from 1 to 1000000000",
+                );
+            }
+        }
+        errors.check()?;
+        Ok(KeySpec {
+            name,
+            environment,
+            scope,
+            expires_in,
+            rate_limit: self.rate_limit,
+        })
+    }
+}
+
+/// How long the replaced key keeps working.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Rotation {
+    /// A duration such as `24h` (the default) or `0` to end the old key at once.
+    #[schema(example = "24h")]
+    pub grace: Option<String>,
+}
+
+impl RequestBody for Rotation {
+    const FIELDS: &'static [&'static str] = &["grace"];
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor::Key {
+        id: caller.key().id,
+        name: caller.key().name.clone(),
+    }
+}
+
+/// List or search the organization's keys, oldest first. Values are never shown.
+#[utoipa::path(
+    get, path = "/api/v1/ApiKey", tag = "ApiKey",
+    params(
+        ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
+        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+    ),
+    responses((status = 200, body = List<KeyRecord>)),
+)]
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<KeyRecord>>> {
+    let mut errors = FieldErrors::default();
+    let page = params.page(&mut errors);
+    errors.check()?;
+    let filter = KeyFilter {
+        search: params.text("Search").map(str::to_owned),
+        ..KeyFilter::default()
+    };
+    let keys = state.store.list_keys(caller.org_id, &filter).await?;
+    let total = keys.len() as i64;
+    let items = keys
+        .into_iter()
+        .skip(page.offset as usize)
+        .take(page.limit as usize)
+        .collect();
+    Ok(Json(List::new(Listed { items, total }, page)))
+}
+
+/// Create a key. Its value is in this response only: store it now.
+#[utoipa::path(
+    post, path = "/api/v1/ApiKey", tag = "ApiKey",
+    request_body = NewApiKey,
+    responses((status = 201, body = IssuedKey)),
+)]
+async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewApiKey>,
+) -> Result<Response> {
+    let spec = input.into_spec()?;
+    let owner = caller.key().created_by;
+    let (record, key) =
+        lifecycle::create(&*state.store, caller.org_id, owner, &spec, &actor(&caller)).await?;
+    Ok(audited((
+        StatusCode::CREATED,
+        Json(IssuedKey::new(record, &key)),
+    )))
+}
+
+/// Rotate a key: the successor (same name, scope, environment, owner and limit) is in this
+/// response only; the old key keeps working for the grace period.
+#[utoipa::path(
+    post, path = "/api/v1/ApiKey/{keyId}/rotate", tag = "ApiKey",
+    params(("keyId" = uuid::Uuid, Path)),
+    request_body(content = Option<Rotation>, description = "Optional; the grace period defaults to 24h"),
+    responses((status = 200, body = IssuedKey)),
+)]
+async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    OptionalJson(body): OptionalJson<Rotation>,
+) -> Result<Response> {
+    let grace = match body.and_then(|b| b.grace) {
+        None => DEFAULT_GRACE,
+        Some(g) => g.parse::<HumanDuration>().map(|d| d.0).map_err(|_| {
+            crate::error::ApiError::invalid("grace", "must be a duration such as 24h, 30m or 0")
+        })?,
+    };
+    let (record, key) =
+        lifecycle::rotate(&*state.store, caller.org_id, id, grace, &actor(&caller)).await?;
+    state.keys.invalidate_all();
+    Ok(audited(Json(IssuedKey::new(record, &key))))
+}
+
+/// Delete a key; it stops working at once.
+#[utoipa::path(
+    delete, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
+    params(("keyId" = uuid::Uuid, Path)),
+    responses((status = 204)),
+)]
+async fn delete_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Response> {
+    lifecycle::delete(&*state.store, caller.org_id, id, &actor(&caller)).await?;
+    state.keys.invalidate_all();
+    Ok(audited(StatusCode::NO_CONTENT))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(delete_key))
+}
