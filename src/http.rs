@@ -30,6 +30,7 @@ use crate::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Query parameter names that would carry a key; matched in any case.
 const CREDENTIAL_PARAMS: [&str; 4] = ["api_key", "apikey", "x-api-key", "x_api_key"];
@@ -486,11 +487,17 @@ pub async fn serve<S>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Request heads are small; 64 KiB is room for long URLs and many headers, and caps what
+    // a client can make the server buffer before it has even been authenticated.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -52,3 +52,29 @@ async fn a_client_that_stalls_its_body_gets_an_answer_when_the_request_times_out
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("service_unavailable"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_before_authentication() {
+    let app = spawn_app().await;
+    let big = "x".repeat(100 * 1024);
+    let r = app
+        .client
+        .get(app.url("/api/v1/Me"))
+        .header("X-Padding", big)
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    // The server is unharmed.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
