@@ -336,6 +336,28 @@ impl FieldErrors {
             .push(message.into());
     }
 
+    /// Checks the length of a text field that was sent (in characters), and that it holds
+    /// no control characters other than line breaks and tabs.
+    pub fn text(&mut self, field: &str, value: Option<&str>, min: usize, max: usize) {
+        let Some(v) = value else { return };
+        let n = v.chars().count();
+        if n < min || n > max {
+            self.add(field, format!("must be {min} to {max} characters long"));
+        }
+        if v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+        {
+            self.add(field, "must not contain control characters");
+        }
+    }
+
+    /// A field that must be sent.
+    pub fn required<T>(&mut self, field: &str, value: &Option<T>) {
+        if value.is_none() {
+            self.add(field, "is required");
+        }
+    }
+
     pub fn check(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             return Ok(());

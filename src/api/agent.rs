@@ -39,48 +39,26 @@ impl RequestBody for AgentInput {
     const FIELDS: &'static [&'static str] = &["name", "description", "instructions", "model"];
 }
 
-fn check_len(errors: &mut FieldErrors, field: &str, value: Option<&str>, min: usize, max: usize) {
-    if let Some(v) = value {
-        let n = v.chars().count();
-        if n < min || n > max {
-            errors.add(field, format!("must be {min} to {max} characters long"));
-        }
-        if v.chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-        {
-            errors.add(field, "must not contain control characters");
-        }
-    }
-}
-
 impl AgentInput {
     fn validate(&self, creating: bool) -> Result<()> {
         let mut errors = FieldErrors::default();
-        if creating && self.name.is_none() {
-            errors.add("name", "is required");
+        if creating {
+            errors.required("name", &self.name);
         }
-        check_len(
-            &mut errors,
-            "name",
-            self.name.as_deref().map(str::trim),
-            1,
-            NAME_MAX,
-        );
-        check_len(
-            &mut errors,
+        errors.text("name", self.name.as_deref().map(str::trim), 1, NAME_MAX);
+        errors.text(
             "description",
             self.description.as_deref(),
             0,
             DESCRIPTION_MAX,
         );
-        check_len(
-            &mut errors,
+        errors.text(
             "instructions",
             self.instructions.as_deref(),
             0,
             INSTRUCTIONS_MAX,
         );
-        check_len(&mut errors, "model", self.model.as_deref(), 1, MODEL_MAX);
+        errors.text("model", self.model.as_deref(), 1, MODEL_MAX);
         errors.check()
     }
 

@@ -7,6 +7,8 @@ mod agent;
 mod api_key;
 mod audit_log;
 mod me;
+mod task;
+mod task_workspace;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -92,6 +94,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(agent::router())
         .merge(api_key::router())
         .merge(audit_log::router())
+        .merge(task::router())
+        .merge(task_workspace::router())
         .split_for_parts()
 }
 

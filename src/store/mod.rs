@@ -174,6 +174,67 @@ pub struct AgentFields {
     pub model: Option<String>,
 }
 
+/// A place where an organization's tasks live.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskWorkspace {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    InProgress,
+    Done,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Done => "done",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(TaskStatus::Open),
+            "in_progress" => Some(TaskStatus::InProgress),
+            "done" => Some(TaskStatus::Done),
+            "cancelled" => Some(TaskStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: Uuid,
+    /// The workspace the task lives in; always one of the organization's own.
+    pub workspace_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: TaskStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub workspace_id: Option<Uuid>,
+    pub status: Option<TaskStatus>,
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -329,6 +390,27 @@ pub trait Store: Send + Sync + 'static {
         agent_id: Uuid,
         audit: AuditRecord,
     ) -> StoreResult<()>;
+
+    async fn list_workspaces(&self, org_id: Uuid, page: Page)
+        -> StoreResult<Listed<TaskWorkspace>>;
+    async fn create_workspace(
+        &self,
+        org_id: Uuid,
+        ws: &TaskWorkspace,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn get_workspace(&self, org_id: Uuid, workspace_id: Uuid) -> StoreResult<TaskWorkspace>;
+
+    async fn list_tasks(
+        &self,
+        org_id: Uuid,
+        filter: &TaskFilter,
+        page: Page,
+    ) -> StoreResult<Listed<Task>>;
+    /// Creates a task; its workspace must be the organization's own (else not found).
+    async fn create_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
+    async fn get_task(&self, org_id: Uuid, task_id: Uuid) -> StoreResult<Task>;
+    async fn update_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
 
     /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(

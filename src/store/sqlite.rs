@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Arguments, QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::*;
@@ -23,6 +23,23 @@ use super::*;
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+}
+
+/// The parts of a paged list query.
+struct PageQuery<'a> {
+    columns: &'a str,
+    from: &'a str,
+    filter: &'a str,
+    order: &'a str,
+}
+
+/// Arguments for a filter, bound in order as `?1`, `?2`, ...
+fn args<'q>(
+    values: impl FnOnce(&mut SqliteArguments<'q>) -> Result<(), sqlx::error::BoxDynError>,
+) -> StoreResult<SqliteArguments<'q>> {
+    let mut a = SqliteArguments::default();
+    values(&mut a).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok(a)
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -58,6 +75,47 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(SqliteStore { reader, writer })
+    }
+
+    /// One page of `SELECT {columns} FROM {from} WHERE {filter} ORDER BY {order}` and the
+    /// count of all matches. `args` binds the filter's numbered parameters.
+    async fn list_page<T>(
+        &self,
+        query: PageQuery<'_>,
+        args: SqliteArguments<'_>,
+        page: Page,
+        map: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Listed<T>> {
+        let PageQuery {
+            columns,
+            from,
+            filter,
+            order,
+        } = query;
+        let count = format!("SELECT COUNT(*) FROM {from} WHERE {filter}");
+        let total: i64 = sqlx::query_scalar_with(&count, args.clone())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let n = args.len();
+        let select = format!(
+            "SELECT {columns} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+            n + 1,
+            n + 2
+        );
+        let mut args = args;
+        args.add(page.limit)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        args.add(page.offset)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rows = sqlx::query_with(&select, args)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(Listed {
+            items: rows.iter().map(map).collect::<StoreResult<_>>()?,
+            total,
+        })
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
@@ -161,6 +219,50 @@ fn agent_from_row(row: &SqliteRow) -> StoreResult<Agent> {
         created_at: ts_col(row, "created_at")?,
         updated_at: ts_col(row, "updated_at")?,
     })
+}
+
+const AGENT_COLUMNS: &str = "id, name, description, instructions, model, created_at, updated_at";
+const WORKSPACE_COLUMNS: &str = "id, name, description, created_at, updated_at";
+const TASK_COLUMNS: &str = "id, workspace_id, title, description, status, created_at, updated_at";
+
+fn workspace_from_row(row: &SqliteRow) -> StoreResult<TaskWorkspace> {
+    Ok(TaskWorkspace {
+        id: uuid_col(row, "id")?,
+        name: str_col(row, "name")?,
+        description: str_col(row, "description")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
+    let status = str_col(row, "status")?;
+    Ok(Task {
+        id: uuid_col(row, "id")?,
+        workspace_id: uuid_col(row, "workspace_id")?,
+        title: str_col(row, "title")?,
+        description: str_col(row, "description")?,
+        status: TaskStatus::parse(&status)
+            .ok_or_else(|| StoreError::Internal(format!("status {status:?}")))?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+/// A workspace named by a task must be one of the organization's own.
+async fn ensure_workspace(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: Uuid,
+    workspace_id: Uuid,
+) -> StoreResult<()> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM task_workspaces WHERE org_id = ? AND id = ?")
+            .bind(org_id.to_string())
+            .bind(workspace_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    found.map(|_| ()).ok_or(StoreError::NotFound)
 }
 
 fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
@@ -631,32 +733,19 @@ impl Store for SqliteStore {
         search: Option<&str>,
         page: Page,
     ) -> StoreResult<Listed<Agent>> {
-        let filter = "org_id = ?1 AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0 \
-                      OR instr(lower(description), lower(?2)) > 0)";
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM agents WHERE {filter}"))
-            .bind(org_id.to_string())
-            .bind(search)
-            .fetch_one(&self.reader)
-            .await
-            .map_err(map_err)?;
-        let rows = sqlx::query(&format!(
-            "SELECT id, name, description, instructions, model, created_at, updated_at FROM agents \
-             WHERE {filter} ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
-        ))
-        .bind(org_id.to_string())
-        .bind(search)
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(Listed {
-            items: rows
-                .iter()
-                .map(agent_from_row)
-                .collect::<StoreResult<_>>()?,
-            total,
-        })
+        let query = PageQuery {
+            columns: AGENT_COLUMNS,
+            from: "agents",
+            filter: "org_id = ?1 AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0 \
+                     OR instr(lower(description), lower(?2)) > 0)",
+            order: "created_at, id",
+        };
+        let search = search.map(str::to_owned);
+        let args = args(|a| {
+            a.add(org_id.to_string())?;
+            a.add(search)
+        })?;
+        self.list_page(query, args, page, agent_from_row).await
     }
 
     async fn create_agent(&self, org_id: Uuid, a: &Agent, audit: AuditRecord) -> StoreResult<()> {
@@ -681,10 +770,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_agent(&self, org_id: Uuid, agent_id: Uuid) -> StoreResult<Agent> {
-        let row = sqlx::query(
-            "SELECT id, name, description, instructions, model, created_at, updated_at FROM agents \
-             WHERE org_id = ? AND id = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE org_id = ? AND id = ?"
+        ))
         .bind(org_id.to_string())
         .bind(agent_id.to_string())
         .fetch_optional(&self.reader)
@@ -768,36 +856,151 @@ impl Store for SqliteStore {
         f: &AuditFilter,
         page: Page,
     ) -> StoreResult<Listed<AuditRecord>> {
-        let filter = "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
-                      AND (?4 IS NULL OR action = ?4)";
-        let total: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_log WHERE {filter}"))
-                .bind(org_id.to_string())
-                .bind(f.from.map(Timestamp::millis))
-                .bind(f.to.map(Timestamp::millis))
-                .bind(f.action.as_deref())
-                .fetch_one(&self.reader)
-                .await
-                .map_err(map_err)?;
-        let rows = sqlx::query(&format!(
-            "SELECT id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id \
-             FROM audit_log WHERE {filter} ORDER BY at DESC, seq DESC LIMIT ?5 OFFSET ?6"
-        ))
+        let query = PageQuery {
+            columns: "id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id",
+            from: "audit_log",
+            filter: "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
+                     AND (?4 IS NULL OR action = ?4)",
+            order: "at DESC, seq DESC",
+        };
+        let action = f.action.clone();
+        let args = args(|a| {
+            a.add(org_id.to_string())?;
+            a.add(f.from.map(Timestamp::millis))?;
+            a.add(f.to.map(Timestamp::millis))?;
+            a.add(action)
+        })?;
+        self.list_page(query, args, page, audit_from_row).await
+    }
+
+    async fn list_workspaces(
+        &self,
+        org_id: Uuid,
+        page: Page,
+    ) -> StoreResult<Listed<TaskWorkspace>> {
+        let query = PageQuery {
+            columns: WORKSPACE_COLUMNS,
+            from: "task_workspaces",
+            filter: "org_id = ?1",
+            order: "created_at, id",
+        };
+        let args = args(|a| a.add(org_id.to_string()))?;
+        self.list_page(query, args, page, workspace_from_row).await
+    }
+
+    async fn create_workspace(
+        &self,
+        org_id: Uuid,
+        ws: &TaskWorkspace,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO task_workspaces (id, org_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ws.id.to_string())
         .bind(org_id.to_string())
-        .bind(f.from.map(Timestamp::millis))
-        .bind(f.to.map(Timestamp::millis))
-        .bind(f.action.as_deref())
-        .bind(page.limit)
-        .bind(page.offset)
-        .fetch_all(&self.reader)
+        .bind(&ws.name)
+        .bind(&ws.description)
+        .bind(ws.created_at.millis())
+        .bind(ws.updated_at.millis())
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        Ok(Listed {
-            items: rows
-                .iter()
-                .map(audit_from_row)
-                .collect::<StoreResult<_>>()?,
-            total,
-        })
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_workspace(&self, org_id: Uuid, workspace_id: Uuid) -> StoreResult<TaskWorkspace> {
+        let row = sqlx::query(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM task_workspaces WHERE org_id = ? AND id = ?"
+        ))
+        .bind(org_id.to_string())
+        .bind(workspace_id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        workspace_from_row(&row)
+    }
+
+    async fn list_tasks(
+        &self,
+        org_id: Uuid,
+        f: &TaskFilter,
+        page: Page,
+    ) -> StoreResult<Listed<Task>> {
+        let query = PageQuery {
+            columns: TASK_COLUMNS,
+            from: "tasks",
+            filter:
+                "org_id = ?1 AND (?2 IS NULL OR workspace_id = ?2) AND (?3 IS NULL OR status = ?3)",
+            order: "created_at, id",
+        };
+        let args = args(|a| {
+            a.add(org_id.to_string())?;
+            a.add(f.workspace_id.map(|w| w.to_string()))?;
+            a.add(f.status.map(TaskStatus::as_str))
+        })?;
+        self.list_page(query, args, page, task_from_row).await
+    }
+
+    async fn create_task(&self, org_id: Uuid, t: &Task, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        ensure_workspace(&mut tx, org_id, t.workspace_id).await?;
+        sqlx::query(
+            "INSERT INTO tasks (id, org_id, workspace_id, title, description, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(org_id.to_string())
+        .bind(t.workspace_id.to_string())
+        .bind(&t.title)
+        .bind(&t.description)
+        .bind(t.status.as_str())
+        .bind(t.created_at.millis())
+        .bind(t.updated_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_task(&self, org_id: Uuid, task_id: Uuid) -> StoreResult<Task> {
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE org_id = ? AND id = ?"
+        ))
+        .bind(org_id.to_string())
+        .bind(task_id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        task_from_row(&row)
+    }
+
+    async fn update_task(&self, org_id: Uuid, t: &Task, audit: AuditRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        ensure_workspace(&mut tx, org_id, t.workspace_id).await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET workspace_id = ?, title = ?, description = ?, status = ?, updated_at = ? \
+             WHERE org_id = ? AND id = ?",
+        )
+        .bind(t.workspace_id.to_string())
+        .bind(&t.title)
+        .bind(&t.description)
+        .bind(t.status.as_str())
+        .bind(t.updated_at.millis())
+        .bind(org_id.to_string())
+        .bind(t.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
     }
 }

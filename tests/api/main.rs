@@ -8,3 +8,4 @@ mod helpers;
 mod key_lifecycle;
 mod process;
 mod rate_limits;
+mod tasks;

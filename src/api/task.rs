@@ -1,0 +1,194 @@
+//! Tasks: created in one of the organization's workspaces, listed, read and updated.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::store::{Task, TaskFilter, TaskStatus};
+use crate::AppState;
+
+const TITLE_MAX: usize = 200;
+const DESCRIPTION_MAX: usize = 10_000;
+
+/// The fields of a task a client sets. On update, omitted fields keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInput {
+    /// The workspace, one of the organization's own; required on create.
+    pub workspace_id: Option<Uuid>,
+    /// 1 to 200 characters; required on create.
+    #[schema(example = "Call back the customer")]
+    pub title: Option<String>,
+    /// Up to 10,000 characters.
+    pub description: Option<String>,
+    /// `open` (the default), `in_progress`, `done` or `cancelled`.
+    pub status: Option<String>,
+}
+
+impl RequestBody for TaskInput {
+    const FIELDS: &'static [&'static str] = &["workspaceId", "title", "description", "status"];
+}
+
+const STATUS_MESSAGE: &str = "must be open, in_progress, done or cancelled";
+
+impl TaskInput {
+    /// Validates the input and applies it to `task`.
+    fn apply(self, task: &mut Task, creating: bool) -> Result<()> {
+        let mut errors = FieldErrors::default();
+        if creating {
+            errors.required("workspaceId", &self.workspace_id);
+            errors.required("title", &self.title);
+        }
+        let title = self.title.as_deref().map(str::trim);
+        errors.text("title", title, 1, TITLE_MAX);
+        errors.text(
+            "description",
+            self.description.as_deref(),
+            0,
+            DESCRIPTION_MAX,
+        );
+        let status = self.status.as_deref().map(|s| {
+            TaskStatus::parse(s).unwrap_or_else(|| {
+                errors.add("status", STATUS_MESSAGE);
+                TaskStatus::Open
+            })
+        });
+        errors.check()?;
+        if let Some(w) = self.workspace_id {
+            task.workspace_id = w;
+        }
+        if let Some(t) = title {
+            task.title = t.to_owned();
+        }
+        if let Some(d) = self.description {
+            task.description = d;
+        }
+        if let Some(s) = status {
+            task.status = s;
+        }
+        Ok(())
+    }
+}
+
+/// List the organization's tasks, oldest first, optionally by workspace and status.
+#[utoipa::path(
+    get, path = "/api/v1/Task", tag = "Task",
+    params(
+        ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
+        ("Status" = Option<String>, Query, description = "Only tasks with this status: open, in_progress, done or cancelled"),
+        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+    ),
+    responses((status = 200, body = List<Task>)),
+)]
+async fn list_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<Task>>> {
+    let mut errors = FieldErrors::default();
+    let page = params.page(&mut errors);
+    let workspace_id = params.text("WorkspaceId").and_then(|w| {
+        let parsed = Uuid::try_parse(w).ok();
+        if parsed.is_none() {
+            errors.add("WorkspaceId", "must be a workspace id (a UUID)");
+        }
+        parsed
+    });
+    let status = params.text("Status").and_then(|s| {
+        let parsed = TaskStatus::parse(s);
+        if parsed.is_none() {
+            errors.add("Status", STATUS_MESSAGE);
+        }
+        parsed
+    });
+    errors.check()?;
+    let filter = TaskFilter {
+        workspace_id,
+        status,
+    };
+    let listed = state.store.list_tasks(caller.org_id, &filter, page).await?;
+    Ok(Json(List::new(listed, page)))
+}
+
+/// Create a task in one of the organization's workspaces.
+#[utoipa::path(
+    post, path = "/api/v1/Task", tag = "Task",
+    request_body = TaskInput,
+    responses((status = 201, body = Task)),
+)]
+async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> Result<Response> {
+    let now = Timestamp::now();
+    let mut task = Task {
+        id: Uuid::now_v7(),
+        workspace_id: Uuid::nil(),
+        title: String::new(),
+        description: String::new(),
+        status: TaskStatus::Open,
+        created_at: now,
+        updated_at: now,
+    };
+    input.apply(&mut task, true)?;
+    state
+        .store
+        .create_task(caller.org_id, &task, caller.audit("task.created", task.id))
+        .await?;
+    Ok(audited((StatusCode::CREATED, Json(task))))
+}
+
+/// Get one task.
+#[utoipa::path(
+    get, path = "/api/v1/Task/{taskId}", tag = "Task",
+    params(("taskId" = Uuid, Path)),
+    responses((status = 200, body = Task)),
+)]
+async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<Task>> {
+    Ok(Json(state.store.get_task(caller.org_id, id).await?))
+}
+
+/// Update a task. Fields left out keep their current value.
+#[utoipa::path(
+    put, path = "/api/v1/Task/{taskId}", tag = "Task",
+    params(("taskId" = Uuid, Path)),
+    request_body = TaskInput,
+    responses((status = 200, body = Task)),
+)]
+async fn update_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> Result<Response> {
+    let mut task = state.store.get_task(caller.org_id, id).await?;
+    input.apply(&mut task, false)?;
+    task.updated_at = Timestamp::now();
+    state
+        .store
+        .update_task(caller.org_id, &task, caller.audit("task.updated", task.id))
+        .await?;
+    Ok(audited(Json(task)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task, update_task))
+}

@@ -1,0 +1,267 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn tasks_live_in_workspaces_and_are_listed_by_workspace_and_status() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let support = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &t.write,
+            t.org_id,
+            json!({"name": "Support"}),
+        )
+        .await
+        .ok(201);
+    let sales = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &t.write,
+            t.org_id,
+            json!({"name": "Sales", "description": "Leads"}),
+        )
+        .await
+        .ok(201);
+    let ws = app
+        .get("/api/v1/TaskWorkspace", &t.read, t.org_id)
+        .await
+        .ok(200);
+    assert_eq!(ws["total"], 2);
+    assert_eq!(ws["items"][0]["name"], "Support");
+    let path = format!("/api/v1/TaskWorkspace/{}", sales["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&path, &t.read, t.org_id).await.ok(200)["description"],
+        "Leads"
+    );
+
+    let task = app
+        .post(
+            "/api/v1/Task",
+            &t.write,
+            t.org_id,
+            json!({"workspaceId": support["id"], "title": "Call back"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(task["status"], "open", "open is the default");
+    assert_eq!(task["workspaceId"], support["id"]);
+    app.post(
+        "/api/v1/Task",
+        &t.write,
+        t.org_id,
+        json!({"workspaceId": sales["id"], "title": "Demo", "status": "in_progress"}),
+    )
+    .await
+    .ok(201);
+    let path = format!("/api/v1/Task/{}", task["id"].as_str().unwrap());
+    let done = app
+        .put(&path, &t.write, t.org_id, json!({"status": "done"}))
+        .await
+        .ok(200);
+    assert_eq!(done["status"], "done");
+    assert_eq!(
+        done["title"], "Call back",
+        "fields left out keep their value"
+    );
+    assert_eq!(
+        app.get(&path, &t.read, t.org_id).await.ok(200)["status"],
+        "done"
+    );
+
+    let q = format!(
+        "/api/v1/Task?WorkspaceId={}",
+        support["id"].as_str().unwrap()
+    );
+    let by_ws = app.get(&q, &t.read, t.org_id).await.ok(200);
+    assert_eq!(by_ws["total"], 1);
+    assert_eq!(by_ws["items"][0]["title"], "Call back");
+    let by_status = app
+        .get("/api/v1/task?status=in_progress", &t.read, t.org_id)
+        .await
+        .ok(200);
+    assert_eq!(by_status["total"], 1);
+    assert_eq!(by_status["items"][0]["title"], "Demo");
+    assert_eq!(
+        app.get("/api/v1/Task", &t.read, t.org_id).await.ok(200)["total"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn task_input_is_validated_by_field() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let ws = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &t.write,
+            t.org_id,
+            json!({"name": "Support"}),
+        )
+        .await
+        .ok(201);
+    let r = app
+        .post("/api/v1/Task", &t.write, t.org_id, json!({}))
+        .await
+        .problem(400, "validation_error");
+    assert!(
+        r["errors"]["workspaceId"].is_array() && r["errors"]["title"].is_array(),
+        "{r}"
+    );
+    let r = app
+        .post(
+            "/api/v1/Task",
+            &t.write,
+            t.org_id,
+            json!({"workspaceId": ws["id"], "title": "x", "status": "blocked"}),
+        )
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["status"].is_array());
+    let r = app
+        .post(
+            "/api/v1/Task",
+            &t.write,
+            t.org_id,
+            json!({"workspaceId": "nope", "title": "x"}),
+        )
+        .await;
+    r.problem(400, "validation_error");
+    app.post(
+        "/api/v1/TaskWorkspace",
+        &t.write,
+        t.org_id,
+        json!({"name": ""}),
+    )
+    .await
+    .problem(400, "validation_error");
+    for q in ["Status=blocked", "WorkspaceId=nope", "Limit=0"] {
+        app.get(&format!("/api/v1/Task?{q}"), &t.read, t.org_id)
+            .await
+            .problem(400, "validation_error");
+    }
+    app.post(
+        "/api/v1/Task",
+        &t.read,
+        t.org_id,
+        json!({"workspaceId": ws["id"], "title": "x"}),
+    )
+    .await
+    .problem(403, "insufficient_scope");
+}
+
+#[tokio::test]
+async fn tasks_and_workspaces_of_another_org_are_not_found() {
+    let app = spawn_app().await;
+    let a = app.tenant("Acme").await;
+    let b = app.tenant("Globex").await;
+    let theirs_ws = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &b.write,
+            b.org_id,
+            json!({"name": "Globex"}),
+        )
+        .await
+        .ok(201);
+    let theirs_task = app
+        .post(
+            "/api/v1/Task",
+            &b.write,
+            b.org_id,
+            json!({"workspaceId": theirs_ws["id"], "title": "secret"}),
+        )
+        .await
+        .ok(201);
+    let mine_ws = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &a.write,
+            a.org_id,
+            json!({"name": "Acme"}),
+        )
+        .await
+        .ok(201);
+    let mine_task = app
+        .post(
+            "/api/v1/Task",
+            &a.write,
+            a.org_id,
+            json!({"workspaceId": mine_ws["id"], "title": "mine"}),
+        )
+        .await
+        .ok(201);
+    let strip = |r: Reply| {
+        let mut v = r.problem(404, "not_found");
+        v.as_object_mut().unwrap().remove("requestId");
+        v
+    };
+    let never = uuid::Uuid::now_v7().to_string();
+    // Reading another org's task or workspace.
+    for kind in ["Task", "TaskWorkspace"] {
+        let id = if kind == "Task" {
+            &theirs_task["id"]
+        } else {
+            &theirs_ws["id"]
+        };
+        let theirs = strip(
+            app.get(
+                &format!("/api/v1/{kind}/{}", id.as_str().unwrap()),
+                &a.read,
+                a.org_id,
+            )
+            .await,
+        );
+        assert_eq!(
+            theirs,
+            strip(
+                app.get(&format!("/api/v1/{kind}/{never}"), &a.read, a.org_id)
+                    .await
+            )
+        );
+    }
+    // Creating a task in, or moving one to, another org's workspace.
+    let into_theirs = json!({"workspaceId": theirs_ws["id"], "title": "sneaky"});
+    let into_none = json!({"workspaceId": never, "title": "sneaky"});
+    let theirs = strip(
+        app.post("/api/v1/Task", &a.write, a.org_id, into_theirs)
+            .await,
+    );
+    assert_eq!(
+        theirs,
+        strip(
+            app.post("/api/v1/Task", &a.write, a.org_id, into_none)
+                .await
+        )
+    );
+    let path = format!("/api/v1/Task/{}", mine_task["id"].as_str().unwrap());
+    strip(
+        app.put(
+            &path,
+            &a.write,
+            a.org_id,
+            json!({"workspaceId": theirs_ws["id"]}),
+        )
+        .await,
+    );
+    // Updating another org's task.
+    let path = format!("/api/v1/Task/{}", theirs_task["id"].as_str().unwrap());
+    strip(
+        app.put(&path, &a.write, a.org_id, json!({"title": "hijacked"}))
+            .await,
+    );
+    assert_eq!(
+        app.get(&path, &b.read, b.org_id).await.ok(200)["title"],
+        "secret"
+    );
+    let filtered = format!(
+        "/api/v1/Task?WorkspaceId={}",
+        theirs_ws["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.get(&filtered, &a.read, a.org_id).await.ok(200)["total"],
+        0
+    );
+}
