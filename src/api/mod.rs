@@ -6,6 +6,8 @@
 mod agent;
 mod api_key;
 mod audit_log;
+mod connection;
+mod data_source_collection;
 mod me;
 mod task;
 mod task_workspace;
@@ -95,6 +97,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api_key::router())
         .merge(audit_log::router())
         .merge(task::router())
+        .merge(connection::router())
+        .merge(data_source_collection::router())
         .merge(task_workspace::router())
         .split_for_parts()
 }

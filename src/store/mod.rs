@@ -235,6 +235,60 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
 }
 
+/// A named group of data sources that agents can draw on.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceCollection {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Who in the organization can use a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Only the member who created it (through any of their keys).
+    Private,
+    /// Everyone in the organization.
+    Shared,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Shared => "shared",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "private" => Some(Visibility::Private),
+            "shared" => Some(Visibility::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to an outside system, such as a CRM or a ticket tracker.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub id: Uuid,
+    pub name: String,
+    /// The kind of system, such as `salesforce` or `zendesk`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub visibility: Visibility,
+    /// The member whose key created the connection; a private connection is theirs alone.
+    pub created_by: Uuid,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -411,6 +465,35 @@ pub trait Store: Send + Sync + 'static {
     async fn create_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
     async fn get_task(&self, org_id: Uuid, task_id: Uuid) -> StoreResult<Task>;
     async fn update_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
+
+    async fn list_collections(
+        &self,
+        org_id: Uuid,
+        page: Page,
+    ) -> StoreResult<Listed<DataSourceCollection>>;
+    async fn create_collection(
+        &self,
+        org_id: Uuid,
+        c: &DataSourceCollection,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn get_collection(&self, org_id: Uuid, id: Uuid) -> StoreResult<DataSourceCollection>;
+
+    /// Connections visible to a member's keys: shared ones, and the member's private ones.
+    async fn list_connections(
+        &self,
+        org_id: Uuid,
+        member: Uuid,
+        page: Page,
+    ) -> StoreResult<Listed<Connection>>;
+    async fn create_connection(
+        &self,
+        org_id: Uuid,
+        c: &Connection,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    async fn get_connection(&self, org_id: Uuid, member: Uuid, id: Uuid)
+        -> StoreResult<Connection>;
 
     /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(

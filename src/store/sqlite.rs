@@ -249,6 +249,35 @@ fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
     })
 }
 
+const COLLECTION_COLUMNS: &str = "id, name, description, created_at, updated_at";
+const CONNECTION_COLUMNS: &str = "id, name, type, visibility, created_by, created_at, updated_at";
+/// Private connections are visible only to keys of the member who created them.
+const CONNECTION_VISIBLE: &str = "org_id = ?1 AND (visibility = 'shared' OR created_by = ?2)";
+
+fn collection_from_row(row: &SqliteRow) -> StoreResult<DataSourceCollection> {
+    Ok(DataSourceCollection {
+        id: uuid_col(row, "id")?,
+        name: str_col(row, "name")?,
+        description: str_col(row, "description")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
+fn connection_from_row(row: &SqliteRow) -> StoreResult<Connection> {
+    let visibility = str_col(row, "visibility")?;
+    Ok(Connection {
+        id: uuid_col(row, "id")?,
+        name: str_col(row, "name")?,
+        kind: str_col(row, "type")?,
+        visibility: Visibility::parse(&visibility)
+            .ok_or_else(|| StoreError::Internal(format!("visibility {visibility:?}")))?,
+        created_by: uuid_col(row, "created_by")?,
+        created_at: ts_col(row, "created_at")?,
+        updated_at: ts_col(row, "updated_at")?,
+    })
+}
+
 /// A workspace named by a task must be one of the organization's own.
 async fn ensure_workspace(
     tx: &mut Transaction<'static, Sqlite>,
@@ -823,6 +852,124 @@ impl Store for SqliteStore {
         }
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_collections(
+        &self,
+        org_id: Uuid,
+        page: Page,
+    ) -> StoreResult<Listed<DataSourceCollection>> {
+        let query = PageQuery {
+            columns: COLLECTION_COLUMNS,
+            from: "data_source_collections",
+            filter: "org_id = ?1",
+            order: "created_at, id",
+        };
+        let args = args(|a| a.add(org_id.to_string()))?;
+        self.list_page(query, args, page, collection_from_row).await
+    }
+
+    async fn create_collection(
+        &self,
+        org_id: Uuid,
+        c: &DataSourceCollection,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO data_source_collections (id, org_id, name, description, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id.to_string())
+        .bind(org_id.to_string())
+        .bind(&c.name)
+        .bind(&c.description)
+        .bind(c.created_at.millis())
+        .bind(c.updated_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_collection(&self, org_id: Uuid, id: Uuid) -> StoreResult<DataSourceCollection> {
+        let sql = format!(
+            "SELECT {COLLECTION_COLUMNS} FROM data_source_collections WHERE org_id = ? AND id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        collection_from_row(&row)
+    }
+
+    async fn list_connections(
+        &self,
+        org_id: Uuid,
+        member: Uuid,
+        page: Page,
+    ) -> StoreResult<Listed<Connection>> {
+        let query = PageQuery {
+            columns: CONNECTION_COLUMNS,
+            from: "connections",
+            filter: CONNECTION_VISIBLE,
+            order: "created_at, id",
+        };
+        let args = args(|a| {
+            a.add(org_id.to_string())?;
+            a.add(member.to_string())
+        })?;
+        self.list_page(query, args, page, connection_from_row).await
+    }
+
+    async fn create_connection(
+        &self,
+        org_id: Uuid,
+        c: &Connection,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO connections (id, org_id, name, type, visibility, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id.to_string())
+        .bind(org_id.to_string())
+        .bind(&c.name)
+        .bind(&c.kind)
+        .bind(c.visibility.as_str())
+        .bind(c.created_by.to_string())
+        .bind(c.created_at.millis())
+        .bind(c.updated_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_connection(
+        &self,
+        org_id: Uuid,
+        member: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Connection> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE {CONNECTION_VISIBLE} AND id = ?3"
+        );
+        let row = sqlx::query(&sql)
+            .bind(org_id.to_string())
+            .bind(member.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        connection_from_row(&row)
     }
 
     async fn record_batch(

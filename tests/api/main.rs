@@ -8,4 +8,5 @@ mod helpers;
 mod key_lifecycle;
 mod process;
 mod rate_limits;
+mod sources;
 mod tasks;

@@ -1,0 +1,140 @@
+//! Connections to outside systems: read with `read`, created with `admin`. A private
+//! connection is visible only to the keys of the member who created it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::store::{Connection, Visibility};
+use crate::AppState;
+
+/// A connection to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewConnection {
+    /// 1 to 100 characters.
+    #[schema(example = "Support desk")]
+    pub name: Option<String>,
+    /// The kind of system: 1 to 50 lowercase letters, digits, `_` or `-`, e.g. `zendesk`.
+    #[serde(rename = "type")]
+    #[schema(example = "zendesk")]
+    pub kind: Option<String>,
+    /// `private` (the default) or `shared`.
+    pub visibility: Option<String>,
+}
+
+impl RequestBody for NewConnection {
+    const FIELDS: &'static [&'static str] = &["name", "type", "visibility"];
+}
+
+fn valid_kind(kind: &str) -> bool {
+    (1..=50).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// List the connections this key can see, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/Connection", tag = "Connection",
+    params(
+        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+    ),
+    responses((status = 200, body = List<Connection>)),
+)]
+async fn list_connections(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<Connection>>> {
+    let mut errors = FieldErrors::default();
+    let page = params.page(&mut errors);
+    errors.check()?;
+    let member = caller.key().created_by;
+    let listed = state
+        .store
+        .list_connections(caller.org_id, member, page)
+        .await?;
+    Ok(Json(List::new(listed, page)))
+}
+
+/// Create a connection (admin scope).
+#[utoipa::path(
+    post, path = "/api/v1/Connection", tag = "Connection",
+    request_body = NewConnection,
+    responses((status = 201, body = Connection)),
+)]
+async fn create_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewConnection>,
+) -> Result<Response> {
+    let mut errors = FieldErrors::default();
+    errors.required("name", &input.name);
+    errors.required("type", &input.kind);
+    let name = input.name.as_deref().map(str::trim);
+    errors.text("name", name, 1, 100);
+    if input.kind.as_deref().is_some_and(|k| !valid_kind(k)) {
+        errors.add("type", "must be 1 to 50 lowercase letters, digits, _ or -");
+    }
+    let visibility = match input.visibility.as_deref() {
+        None => Visibility::Private,
+        Some(v) => Visibility::parse(v).unwrap_or_else(|| {
+            errors.add("visibility", "must be private or shared");
+            Visibility::Private
+        }),
+    };
+    errors.check()?;
+    let now = Timestamp::now();
+    let connection = Connection {
+        id: uuid::Uuid::now_v7(),
+        name: name.unwrap_or_default().to_owned(),
+        kind: input.kind.unwrap_or_default(),
+        visibility,
+        created_by: caller.key().created_by,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = caller.audit("connection.created", connection.id);
+    state
+        .store
+        .create_connection(caller.org_id, &connection, audit)
+        .await?;
+    Ok(audited((StatusCode::CREATED, Json(connection))))
+}
+
+/// Get one connection.
+#[utoipa::path(
+    get, path = "/api/v1/Connection/{connectionId}", tag = "Connection",
+    params(("connectionId" = uuid::Uuid, Path)),
+    responses((status = 200, body = Connection)),
+)]
+async fn get_connection(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<Connection>> {
+    let member = caller.key().created_by;
+    Ok(Json(
+        state
+            .store
+            .get_connection(caller.org_id, member, id)
+            .await?,
+    ))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(get_connection))
+}
