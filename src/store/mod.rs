@@ -350,6 +350,13 @@ pub struct AuditFilter {
     pub action: Option<String>,
 }
 
+/// Where an export of the audit log has got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: i64,
+    pub seq: i64,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub offset: i64,
@@ -501,6 +508,15 @@ pub trait Store: Send + Sync + 'static {
         audit: &[AuditRecord],
         last_used: &[(Uuid, Uuid, Timestamp)],
     ) -> StoreResult<()>;
+    /// Up to `limit` records after `cursor` (newest first), each with the cursor of the next
+    /// page: a stable walk over every matching record, however many arrive meanwhile.
+    async fn export_audit(
+        &self,
+        org_id: Uuid,
+        filter: &AuditFilter,
+        cursor: Option<AuditCursor>,
+        limit: i64,
+    ) -> StoreResult<(Vec<AuditRecord>, Option<AuditCursor>)>;
     async fn list_audit(
         &self,
         org_id: Uuid,

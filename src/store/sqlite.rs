@@ -294,6 +294,12 @@ async fn ensure_workspace(
     found.map(|_| ()).ok_or(StoreError::NotFound)
 }
 
+const AUDIT_COLUMNS: &str =
+    "id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id";
+/// `?1` org, `?2` from, `?3` to, `?4` action.
+const AUDIT_FILTER: &str = "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
+                            AND (?4 IS NULL OR action = ?4)";
+
 fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
     let status: Option<i64> = row.try_get("status").map_err(map_err)?;
     Ok(AuditRecord {
@@ -997,6 +1003,43 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn export_audit(
+        &self,
+        org_id: Uuid,
+        f: &AuditFilter,
+        cursor: Option<AuditCursor>,
+        limit: i64,
+    ) -> StoreResult<(Vec<AuditRecord>, Option<AuditCursor>)> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}, seq FROM audit_log WHERE {AUDIT_FILTER} \
+             AND (?5 IS NULL OR at < ?5 OR (at = ?5 AND seq < ?6)) \
+             ORDER BY at DESC, seq DESC LIMIT ?7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org_id.to_string())
+            .bind(f.from.map(Timestamp::millis))
+            .bind(f.to.map(Timestamp::millis))
+            .bind(f.action.as_deref())
+            .bind(cursor.map(|c| c.at))
+            .bind(cursor.map(|c| c.seq))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let next = match rows.last() {
+            Some(last) if rows.len() as i64 == limit => Some(AuditCursor {
+                at: last.try_get("at").map_err(map_err)?,
+                seq: last.try_get("seq").map_err(map_err)?,
+            }),
+            _ => None,
+        };
+        let records = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<StoreResult<_>>()?;
+        Ok((records, next))
+    }
+
     async fn list_audit(
         &self,
         org_id: Uuid,
@@ -1004,10 +1047,9 @@ impl Store for SqliteStore {
         page: Page,
     ) -> StoreResult<Listed<AuditRecord>> {
         let query = PageQuery {
-            columns: "id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id",
+            columns: AUDIT_COLUMNS,
             from: "audit_log",
-            filter: "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
-                     AND (?4 IS NULL OR action = ?4)",
+            filter: AUDIT_FILTER,
             order: "at DESC, seq DESC",
         };
         let action = f.action.clone();

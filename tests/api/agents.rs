@@ -271,3 +271,60 @@ async fn records_of_reads_still_in_memory_are_written_at_shutdown() {
     assert_eq!(after.total, 1);
     assert_eq!(after.items[0].path.as_deref(), Some("/api/v1/Me"));
 }
+
+#[tokio::test]
+async fn the_audit_log_exports_every_matching_record_as_csv() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let other = app.tenant("Globex").await;
+    let base = siesta::clock::Timestamp::now().millis() - 10_000_000;
+    let mut records = Vec::new();
+    for (i, org) in (0..2_600).map(|i| (i, if i % 13 == 0 { other.org_id } else { t.org_id })) {
+        let mut r =
+            siesta::store::AuditRecord::event(org, "test.bulk", "cli").target(format!("item-{i}"));
+        r.at = siesta::clock::Timestamp(base + i);
+        records.push(r);
+    }
+    app.store.record_batch(&records, &[]).await.unwrap();
+    let mine = records.iter().filter(|r| r.org_id == t.org_id).count();
+
+    let r = app
+        .client
+        .get(app.url("/api/v1/AuditLog?Action=test.bulk&Limit=5"))
+        .header("X-Api-Key", &t.admin)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = r.text().await.unwrap();
+    let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        "id,at,action,actor,keyId,keyName,method,path,status,requestId,targetId"
+    );
+    assert_eq!(lines.len() - 1, mine, "every matching record, not one page");
+    assert!(
+        lines[1].ends_with(",item-2599"),
+        "newest first: {}",
+        lines[1]
+    );
+    assert!(lines.last().unwrap().ends_with(",item-1"));
+    assert!(
+        !text.contains("item-13,") && !text.contains("item-0\r"),
+        "another org's records stay out"
+    );
+
+    let json = app
+        .get(
+            "/api/v1/AuditLog?Action=test.bulk&Limit=5",
+            &t.admin,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(json["items"].as_array().unwrap().len(), 5);
+    assert_eq!(json["total"], mine);
+}
