@@ -35,6 +35,8 @@ pub enum Code {
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    ProviderError,
+    ProviderTimeout,
     InternalError,
     ServiceUnavailable,
 }
@@ -58,6 +60,8 @@ impl Code {
             Code::MethodNotAllowed => "method_not_allowed",
             Code::Conflict => "conflict",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::ProviderError => "provider_error",
+            Code::ProviderTimeout => "provider_timeout",
             Code::InternalError => "internal_error",
             Code::ServiceUnavailable => "service_unavailable",
         }
@@ -81,6 +85,8 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Conflict => StatusCode::CONFLICT,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ProviderError => StatusCode::BAD_GATEWAY,
+            Code::ProviderTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Code::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -104,6 +110,8 @@ impl Code {
             Code::MethodNotAllowed => "Method not allowed",
             Code::Conflict => "Conflict",
             Code::PayloadTooLarge => "Payload too large",
+            Code::ProviderError => "Model provider failed",
+            Code::ProviderTimeout => "Model provider timed out",
             Code::InternalError => "Internal error",
             Code::ServiceUnavailable => "Service unavailable",
         }
@@ -128,6 +136,8 @@ impl Code {
             Code::MethodNotAllowed => "This method is not allowed on this resource; see the Allow header.",
             Code::Conflict => "The request conflicts with the current state of the resource.",
             Code::PayloadTooLarge => "The request body is too large.",
+            Code::ProviderError => "The server could not complete the request: the model provider answered with an error. Try again; quote the requestId if it persists.",
+            Code::ProviderTimeout => "The server could not complete the request: the model provider did not answer in time. Try again; quote the requestId if it persists.",
             Code::InternalError => "The server could not complete the request. Quote the requestId if you report it.",
             Code::ServiceUnavailable => "The server could not complete the request right now. Try again shortly, and quote the requestId if it persists.",
         }

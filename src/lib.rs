@@ -14,6 +14,7 @@ pub mod http;
 pub mod key;
 pub mod lifecycle;
 pub mod metrics;
+pub mod provider;
 pub mod ratelimit;
 pub mod recorder;
 pub mod store;
@@ -29,6 +30,7 @@ use tower::Layer;
 
 use crate::auth::{InMemoryKeyCache, KeyCache};
 use crate::metrics::Metrics;
+use crate::provider::{OfflineResponder, Provider};
 use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
 use crate::recorder::{Recorder, RecorderTask};
 use crate::store::Store;
@@ -50,6 +52,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// How long records of reads may wait in memory before they are written.
     pub record_flush: Duration,
+    /// How long a model provider may take to start answering, and between two pieces.
+    pub provider_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +67,7 @@ impl Default for Settings {
             change_poll: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
             record_flush: recorder::FLUSH_EVERY,
+            provider_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -81,6 +86,7 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
+    pub provider: Arc<dyn Provider>,
     pub keys: Arc<dyn KeyCache>,
     pub limiter: Arc<dyn RateLimiter>,
     pub recorder: Recorder,
@@ -96,15 +102,26 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds a server whose agents answer with the offline responder.
     pub async fn bind(
         listen: SocketAddr,
         settings: Settings,
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
+        Self::bind_with(listen, settings, store, Arc::new(OfflineResponder)).await
+    }
+
+    pub async fn bind_with(
+        listen: SocketAddr,
+        settings: Settings,
+        store: Arc<dyn Store>,
+        provider: Arc<dyn Provider>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store), settings.record_flush);
         let state = AppState(Arc::new(Shared {
             store,
+            provider,
             keys: Arc::new(InMemoryKeyCache::new(100_000)),
             limiter: Arc::new(InMemoryRateLimiter::default()),
             recorder,

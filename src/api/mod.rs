@@ -7,6 +7,7 @@ mod agent;
 mod api_key;
 mod audit_log;
 mod connection;
+mod conversation;
 mod data_source_collection;
 mod me;
 mod task;
@@ -98,6 +99,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit_log::router())
         .merge(task::router())
         .merge(connection::router())
+        .merge(conversation::router())
         .merge(data_source_collection::router())
         .merge(task_workspace::router())
         .split_for_parts()

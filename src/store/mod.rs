@@ -289,6 +289,62 @@ pub struct Connection {
     pub updated_at: Timestamp,
 }
 
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(MessageRole::User),
+            "assistant" => Some(MessageRole::Assistant),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: Uuid,
+    pub role: MessageRole,
+    pub content: String,
+    pub created_at: Timestamp,
+}
+
+/// A conversation with one agent and its messages, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub messages: Vec<Message>,
+}
+
+/// A message and its answer, stored together.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub conversation_id: Uuid,
+    pub agent_id: Uuid,
+    /// True when this exchange starts the conversation.
+    pub starts: bool,
+    pub question: Message,
+    pub answer: Message,
+}
+
 /// One entry of the audit log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -501,6 +557,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn get_connection(&self, org_id: Uuid, member: Uuid, id: Uuid)
         -> StoreResult<Connection>;
+
+    async fn get_conversation(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+    ) -> StoreResult<Conversation>;
+    /// Stores a message and its answer, starting the conversation if needed.
+    async fn record_exchange(
+        &self,
+        org_id: Uuid,
+        exchange: &Exchange,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
 
     /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(

@@ -278,6 +278,17 @@ fn connection_from_row(row: &SqliteRow) -> StoreResult<Connection> {
     })
 }
 
+fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+    let role = str_col(row, "role")?;
+    Ok(Message {
+        id: uuid_col(row, "id")?,
+        role: MessageRole::parse(&role)
+            .ok_or_else(|| StoreError::Internal(format!("role {role:?}")))?,
+        content: str_col(row, "content")?,
+        created_at: ts_col(row, "created_at")?,
+    })
+}
+
 /// A workspace named by a task must be one of the organization's own.
 async fn ensure_workspace(
     tx: &mut Transaction<'static, Sqlite>,
@@ -976,6 +987,91 @@ impl Store for SqliteStore {
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
         connection_from_row(&row)
+    }
+
+    async fn get_conversation(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+    ) -> StoreResult<Conversation> {
+        let row = sqlx::query("SELECT id, agent_id, created_at, updated_at FROM conversations WHERE org_id = ? AND id = ?")
+            .bind(org_id.to_string())
+            .bind(conversation_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(
+            "SELECT id, role, content, created_at FROM messages WHERE org_id = ? AND conversation_id = ? \
+             ORDER BY created_at, id",
+        )
+        .bind(org_id.to_string())
+        .bind(conversation_id.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(Conversation {
+            id: uuid_col(&row, "id")?,
+            agent_id: uuid_col(&row, "agent_id")?,
+            created_at: ts_col(&row, "created_at")?,
+            updated_at: ts_col(&row, "updated_at")?,
+            messages: rows
+                .iter()
+                .map(message_from_row)
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn record_exchange(
+        &self,
+        org_id: Uuid,
+        x: &Exchange,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if x.starts {
+            sqlx::query(
+                "INSERT INTO conversations (id, org_id, agent_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(x.conversation_id.to_string())
+            .bind(org_id.to_string())
+            .bind(x.agent_id.to_string())
+            .bind(x.question.created_at.millis())
+            .bind(x.answer.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        } else {
+            let done = sqlx::query(
+                "UPDATE conversations SET updated_at = ? WHERE org_id = ? AND id = ? AND agent_id = ?",
+            )
+            .bind(x.answer.created_at.millis())
+            .bind(org_id.to_string())
+            .bind(x.conversation_id.to_string())
+            .bind(x.agent_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        for m in [&x.question, &x.answer] {
+            sqlx::query(
+                "INSERT INTO messages (id, org_id, conversation_id, role, content, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(org_id.to_string())
+            .bind(x.conversation_id.to_string())
+            .bind(m.role.as_str())
+            .bind(&m.content)
+            .bind(m.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn record_batch(

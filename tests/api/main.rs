@@ -4,6 +4,7 @@ mod abuse;
 mod agents;
 mod api_keys;
 mod authentication;
+mod conversations;
 mod helpers;
 mod key_lifecycle;
 mod process;

@@ -1,0 +1,335 @@
+//! Talking to agents: `POST /Agent/{agentId}/response` sends a message and returns (or
+//! streams) the answer; `GET /Conversation/{conversationId}` returns the transcript.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::{ApiError, Code, Result, REQUEST_ID};
+use crate::http::{ApiJson, FieldErrors, RequestBody};
+use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
+use crate::store::{AuditRecord, Conversation, Exchange, Message, MessageRole};
+use crate::AppState;
+
+const MESSAGE_MAX: usize = 32_000;
+const FILES_MAX: usize = 10;
+
+/// A message to an agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMessage {
+    /// 1 to 32,000 characters.
+    #[schema(example = "Summarise yesterday's tickets")]
+    pub message: Option<String>,
+    /// Continue this conversation (with the same agent); without it a new one starts.
+    pub conversation_id: Option<Uuid>,
+    /// Up to 10 of the organization's unexpired files, given to the agent as context.
+    pub file_ids: Option<Vec<Uuid>>,
+}
+
+impl RequestBody for NewMessage {
+    const FIELDS: &'static [&'static str] = &["message", "conversationId", "fileIds"];
+}
+
+/// The agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResponse {
+    pub conversation_id: Uuid,
+    /// The id of the answer in the conversation.
+    pub message_id: Uuid,
+    pub response: String,
+    pub created_at: Timestamp,
+}
+
+fn provider_failure(e: &ProviderError) -> ApiError {
+    tracing::warn!(error = %e, "model provider failed");
+    match e {
+        ProviderError::Timeout => ApiError::new(Code::ProviderTimeout),
+        ProviderError::Upstream(_) => ApiError::new(Code::ProviderError),
+    }
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// What the conversation so far is, and whether this message starts it.
+struct Thread {
+    id: Uuid,
+    starts: bool,
+    history: Vec<Turn>,
+}
+
+async fn thread(
+    state: &AppState,
+    org_id: Uuid,
+    agent_id: Uuid,
+    id: Option<Uuid>,
+) -> Result<Thread> {
+    let Some(id) = id else {
+        return Ok(Thread {
+            id: Uuid::now_v7(),
+            starts: true,
+            history: Vec::new(),
+        });
+    };
+    let Conversation {
+        agent_id: owner,
+        messages,
+        ..
+    } = state.store.get_conversation(org_id, id).await?;
+    if owner != agent_id {
+        return Err(ApiError::not_found());
+    }
+    let history = messages
+        .into_iter()
+        .map(|m| Turn {
+            role: m.role,
+            content: m.content,
+        })
+        .collect();
+    Ok(Thread {
+        id,
+        starts: false,
+        history,
+    })
+}
+
+/// Send a message to an agent and get its answer.
+///
+/// With `Accept: text/event-stream` the answer streams as server-sent events: `delta`
+/// events carry `{"text"}` as it is produced, and a final `done` event carries
+/// `{"conversationId", "messageId", "createdAt"}` (or an `error` event a problem document).
+#[utoipa::path(
+    post, path = "/api/v1/Agent/{agentId}/response", tag = "Agent",
+    params(("agentId" = Uuid, Path)),
+    request_body = NewMessage,
+    responses(
+        (status = 200, body = AgentResponse, content_type = "application/json"),
+        (status = 200, body = String, content_type = "text/event-stream", description = "The answer as server-sent events"),
+    ),
+)]
+async fn respond(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(agent_id): PathId,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<NewMessage>,
+) -> Result<Response> {
+    let mut errors = FieldErrors::default();
+    errors.required("message", &input.message);
+    errors.text("message", input.message.as_deref(), 1, MESSAGE_MAX);
+    if input.file_ids.as_ref().is_some_and(|f| f.len() > FILES_MAX) {
+        errors.add("fileIds", format!("at most {FILES_MAX} files"));
+    }
+    errors.check()?;
+    let org_id = caller.org_id;
+    let agent = state.store.get_agent(org_id, agent_id).await?;
+    let thread = thread(&state, org_id, agent.id, input.conversation_id).await?;
+    let attachments = attachments(&state, org_id, input.file_ids.unwrap_or_default()).await?;
+
+    let question = Message {
+        id: Uuid::now_v7(),
+        role: MessageRole::User,
+        content: input.message.unwrap_or_default(),
+        created_at: Timestamp::now(),
+    };
+    let mut history = thread.history;
+    history.push(Turn {
+        role: MessageRole::User,
+        content: question.content.clone(),
+    });
+    let prompt = Prompt {
+        model: agent.model.clone(),
+        agent_name: agent.name.clone(),
+        instructions: agent.instructions.clone(),
+        history,
+        attachments,
+    };
+    let limit = state.settings.provider_timeout;
+    let answer = match tokio::time::timeout(limit, state.provider.answer(prompt)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(provider_failure(&e)),
+        Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
+    };
+    let pending = Pending {
+        state: state.clone(),
+        caller,
+        agent_id: agent.id,
+        thread_id: thread.id,
+        starts: thread.starts,
+        question,
+    };
+    if wants_stream(&headers) {
+        return Ok(pending.stream(answer, limit));
+    }
+    let text = collect(answer, limit)
+        .await
+        .map_err(|e| provider_failure(&e))?;
+    let (message_id, created_at) = pending.store(text.clone()).await?;
+    Ok(audited(Json(AgentResponse {
+        conversation_id: thread.id,
+        message_id,
+        response: text,
+        created_at,
+    })))
+}
+
+/// Files for the provider. File uploads are not part of this server yet, so no id can name
+/// one of the organization's files: each is answered as not found.
+async fn attachments(_state: &AppState, _org_id: Uuid, ids: Vec<Uuid>) -> Result<Vec<Attachment>> {
+    if ids.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// Reads the whole answer, allowing `limit` between two pieces.
+async fn collect(mut answer: Answer, limit: Duration) -> Result<String, ProviderError> {
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout(limit, answer.next()).await {
+            Ok(Some(Ok(piece))) => text.push_str(&piece),
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => return Ok(text),
+            Err(_) => return Err(ProviderError::Timeout),
+        }
+    }
+}
+
+/// A question waiting for its answer to be stored with it.
+struct Pending {
+    state: AppState,
+    caller: Caller,
+    agent_id: Uuid,
+    thread_id: Uuid,
+    starts: bool,
+    question: Message,
+}
+
+impl Pending {
+    async fn store(self, text: String) -> Result<(Uuid, Timestamp)> {
+        let answer = Message {
+            id: Uuid::now_v7(),
+            role: MessageRole::Assistant,
+            content: text,
+            created_at: Timestamp::now(),
+        };
+        let (id, at) = (answer.id, answer.created_at);
+        let exchange = Exchange {
+            conversation_id: self.thread_id,
+            agent_id: self.agent_id,
+            starts: self.starts,
+            question: self.question,
+            answer,
+        };
+        let audit = self.caller.audit("conversation.message", self.thread_id);
+        self.state
+            .store
+            .record_exchange(self.caller.org_id, &exchange, audit)
+            .await?;
+        Ok((id, at))
+    }
+
+    /// Streams the answer as server-sent events and stores it once complete.
+    fn stream(self, mut answer: Answer, limit: Duration) -> Response {
+        let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        let (tx, rx) = mpsc::channel::<Event>(64);
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let failure = loop {
+                match tokio::time::timeout(limit, answer.next()).await {
+                    Ok(Some(Ok(piece))) => {
+                        let event = Event::default()
+                            .event("delta")
+                            .json_data(serde_json::json!({ "text": &piece }));
+                        text.push_str(&piece);
+                        if let Ok(event) = event {
+                            // A client that went away still gets its transcript stored.
+                            let _ = tx.send(event).await;
+                        }
+                    }
+                    Ok(Some(Err(e))) => break Some(provider_failure(&e)),
+                    Ok(None) => break None,
+                    Err(_) => break Some(provider_failure(&ProviderError::Timeout)),
+                }
+            };
+            let (state, caller, thread_id) =
+                (self.state.clone(), self.caller.clone(), self.thread_id);
+            let done = match failure {
+                None => self.store(text).await.map(|(message_id, created_at)| {
+                    serde_json::json!({ "conversationId": thread_id, "messageId": message_id, "createdAt": created_at })
+                }),
+                Some(e) => Err(e),
+            };
+            let event = match done {
+                Ok(body) => Event::default().event("done").json_data(body),
+                Err(e) => {
+                    let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
+                        .key(caller.verified.key.id, &caller.verified.key.name);
+                    record.status = Some(e.code.status().as_u16());
+                    record.request_id = Some(request_id.clone());
+                    state.recorder.audit(record);
+                    Event::default()
+                        .event("error")
+                        .json_data(serde_json::json!({
+                            "code": e.code.as_str(),
+                            "status": e.code.status().as_u16(),
+                            "requestId": request_id,
+                        }))
+                }
+            };
+            if let Ok(event) = event {
+                let _ = tx.send(event).await;
+            }
+        });
+        let events = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+        });
+        audited(
+            Sse::new(events)
+                .keep_alive(KeepAlive::default())
+                .into_response(),
+        )
+    }
+}
+
+/// Get a conversation and its messages, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/Conversation/{conversationId}", tag = "Conversation",
+    params(("conversationId" = Uuid, Path)),
+    responses((status = 200, body = Conversation)),
+)]
+async fn get_conversation(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<Conversation>> {
+    Ok(Json(state.store.get_conversation(caller.org_id, id).await?))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(respond))
+        .routes(routes!(get_conversation))
+}

@@ -1,0 +1,243 @@
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn agent(app: &TestApp, t: &Tenant, name: &str) -> String {
+    let body = json!({"name": name, "instructions": "Answer briefly and politely."});
+    let a = app
+        .post("/api/v1/Agent", &t.write, t.org_id, body)
+        .await
+        .ok(201);
+    a["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_agent_answers_and_the_conversation_is_kept() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, "support-bot").await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let first = app
+        .post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": "Where is my order?"}),
+        )
+        .await
+        .ok(200);
+    let text = first["response"].as_str().unwrap();
+    assert!(text.contains("offline responder"), "{text}");
+    assert!(
+        text.contains("Answer briefly and politely."),
+        "it saw the instructions: {text}"
+    );
+    assert!(text.contains("Where is my order?"), "{text}");
+    assert!(
+        text.contains("Earlier messages in this conversation: 0"),
+        "{text}"
+    );
+    let conversation = first["conversationId"].as_str().unwrap();
+
+    let again = json!({"message": "And when will it arrive?", "conversationId": conversation});
+    let second = app.post(&path, &t.write, t.org_id, again).await.ok(200);
+    assert_eq!(second["conversationId"], conversation);
+    assert!(second["response"]
+        .as_str()
+        .unwrap()
+        .contains("Earlier messages in this conversation: 2"));
+
+    let c = app
+        .get(
+            &format!("/api/v1/Conversation/{conversation}"),
+            &t.read,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(c["agentId"], id.as_str());
+    let roles: Vec<&str> = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(c["messages"][3]["id"], second["messageId"]);
+    assert_eq!(c["messages"][3]["content"], second["response"]);
+    // The same question gets the same answer: the responder is deterministic.
+    let third = app
+        .post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": "Where is my order?"}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(third["response"], first["response"]);
+}
+
+#[tokio::test]
+async fn answers_stream_as_server_sent_events_and_are_stored() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, "support-bot").await;
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/Agent/{id}/response")))
+        .header("X-Api-Key", &t.write)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Accept", "text/event-stream")
+        .json(&json!({"message": "Stream it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = r.text().await.unwrap();
+    let mut deltas = String::new();
+    let mut done: Option<Value> = None;
+    let mut count = 0;
+    for block in body.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let event = block
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .unwrap_or("");
+        let data = block
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or("");
+        match event {
+            "delta" => {
+                deltas.push_str(
+                    serde_json::from_str::<Value>(data).unwrap()["text"]
+                        .as_str()
+                        .unwrap(),
+                );
+                count += 1;
+            }
+            "done" => done = Some(serde_json::from_str(data).unwrap()),
+            other => panic!("unexpected event {other:?}: {block}"),
+        }
+    }
+    assert!(count > 5, "the answer arrives in pieces");
+    let done = done.expect("a final done event");
+    let c = format!(
+        "/api/v1/Conversation/{}",
+        done["conversationId"].as_str().unwrap()
+    );
+    let c = app.get(&c, &t.read, t.org_id).await.ok(200);
+    assert_eq!(c["messages"][1]["content"], deltas.as_str());
+    assert_eq!(c["messages"][1]["id"], done["messageId"]);
+}
+
+#[tokio::test]
+async fn conversations_stay_with_their_agent_and_organization() {
+    let app = spawn_app().await;
+    let a = app.tenant("Acme").await;
+    let b = app.tenant("Globex").await;
+    let mine = agent(&app, &a, "support-bot").await;
+    let other_agent = agent(&app, &a, "sales-bot").await;
+    let theirs = agent(&app, &b, "globex-bot").await;
+    let talk = app
+        .post(
+            &format!("/api/v1/Agent/{theirs}/response"),
+            &b.write,
+            b.org_id,
+            json!({"message": "secret"}),
+        )
+        .await
+        .ok(200);
+    let their_conv = talk["conversationId"].as_str().unwrap();
+    let strip = |r: Reply| {
+        let mut v = r.problem(404, "not_found");
+        v.as_object_mut().unwrap().remove("requestId");
+        v
+    };
+    let never = uuid::Uuid::now_v7();
+    let missing = strip(
+        app.get(&format!("/api/v1/Conversation/{never}"), &a.read, a.org_id)
+            .await,
+    );
+    assert_eq!(
+        strip(
+            app.get(
+                &format!("/api/v1/Conversation/{their_conv}"),
+                &a.read,
+                a.org_id
+            )
+            .await
+        ),
+        missing
+    );
+    // Continuing another org's conversation, or talking to another org's agent.
+    let path = format!("/api/v1/Agent/{mine}/response");
+    let r = app
+        .post(
+            &path,
+            &a.write,
+            a.org_id,
+            json!({"message": "hi", "conversationId": their_conv}),
+        )
+        .await;
+    assert_eq!(strip(r), missing);
+    let r = app
+        .post(
+            &format!("/api/v1/Agent/{theirs}/response"),
+            &a.write,
+            a.org_id,
+            json!({"message": "hi"}),
+        )
+        .await;
+    assert_eq!(strip(r), missing);
+    // A conversation belongs to one agent.
+    let own = app
+        .post(&path, &a.write, a.org_id, json!({"message": "hi"}))
+        .await
+        .ok(200);
+    let r = app
+        .post(
+            &format!("/api/v1/Agent/{other_agent}/response"),
+            &a.write,
+            a.org_id,
+            json!({"message": "hi", "conversationId": own["conversationId"]}),
+        )
+        .await;
+    strip(r);
+    // Unknown files are not found; bad input is named; reading needs no more than read.
+    let r = app
+        .post(
+            &path,
+            &a.write,
+            a.org_id,
+            json!({"message": "hi", "fileIds": [never]}),
+        )
+        .await;
+    strip(r);
+    let r = app
+        .post(&path, &a.write, a.org_id, json!({}))
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["message"].is_array());
+    app.post(&path, &a.read, a.org_id, json!({"message": "hi"}))
+        .await
+        .problem(403, "insufficient_scope");
+    let conv = format!(
+        "/api/v1/Conversation/{}",
+        own["conversationId"].as_str().unwrap()
+    );
+    app.call(
+        Method::GET,
+        &conv,
+        Some(&a.read),
+        Some(&a.org_id.to_string()),
+        None,
+    )
+    .await
+    .ok(200);
+}
