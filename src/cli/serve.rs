@@ -4,11 +4,15 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::http::HeaderValue;
 use clap::Args;
+use secrecy::SecretString;
 
 use super::{CliError, CliResult};
 use crate::duration::HumanDuration;
+use crate::provider::{ChatCompletions, OfflineResponder, Provider};
 use crate::{bootstrap, shutdown_signal, store, Server, Settings};
 
 #[derive(Debug, Args)]
@@ -31,6 +35,44 @@ pub struct ServeArgs {
     /// Longest time a client may take to send a request's headers.
     #[arg(long, env = "SIESTA_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: HumanDuration,
+    /// Base URL of an OpenAI-compatible chat-completions API, such as
+    /// http://localhost:11434/v1; without it agents answer with the offline responder.
+    /// The API key, if the server needs one, is read from SIESTA_LLM_API_KEY only.
+    #[arg(long, env = "SIESTA_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// The model to ask when an agent names none (required with --llm-base-url).
+    #[arg(long, env = "SIESTA_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Longest wait for the model to start answering, and between two pieces of an answer.
+    #[arg(long, env = "SIESTA_LLM_TIMEOUT", default_value = "25s")]
+    pub llm_timeout: HumanDuration,
+}
+
+/// The model provider the flags describe.
+fn provider(args: &ServeArgs) -> Result<Arc<dyn Provider>, CliError> {
+    let Some(base) = args
+        .llm_base_url
+        .as_deref()
+        .filter(|b| !b.trim().is_empty())
+    else {
+        return Ok(Arc::new(OfflineResponder));
+    };
+    let model = args
+        .llm_model
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| {
+            CliError(
+                "SIESTA_LLM_MODEL (or --llm-model) is required with SIESTA_LLM_BASE_URL".into(),
+            )
+        })?;
+    let api_key = std::env::var("SIESTA_LLM_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(SecretString::from);
+    Ok(Arc::new(
+        ChatCompletions::new(base, api_key, model).map_err(CliError)?,
+    ))
 }
 
 fn parse_per_minute(s: &str) -> Result<u32, String> {
@@ -71,6 +113,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         cors_origins,
         request_timeout: nonzero(args.request_timeout, "request timeout")?,
         header_read_timeout: nonzero(args.header_read_timeout, "header read timeout")?,
+        provider_timeout: nonzero(args.llm_timeout, "model timeout")?,
         ..Settings::default()
     };
     tracing::info!(
@@ -81,6 +124,8 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         cors_origins = ?args.cors_origins,
         request_timeout = ?settings.request_timeout,
         header_read_timeout = ?settings.header_read_timeout,
+        llm_base_url = args.llm_base_url.as_deref().map(redacted_url).as_deref().unwrap_or("(offline responder)"),
+        llm_model = args.llm_model.as_deref().unwrap_or("-"),
         "starting"
     );
     let store = store::open(database)
@@ -88,7 +133,8 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         .map_err(|e| CliError(format!("cannot open the database: {e}")))?;
     // Bind before the first start creates its key, so a busy port cannot swallow the only
     // announcement of that key.
-    let server = Server::bind(args.listen, settings, store.clone())
+    let provider = provider(&args)?;
+    let server = Server::bind_with(args.listen, settings, store.clone(), provider)
         .await
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", args.listen)))?;
     let first = bootstrap::first_start(&*store)

@@ -1,6 +1,7 @@
 //! Where agents' answers come from, behind one trait: the built-in offline responder (the
 //! default, so the server is useful with no network) or a chat-completions server.
 
+mod chat;
 mod offline;
 
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures_util::Stream;
 
+pub use chat::ChatCompletions;
 pub use offline::OfflineResponder;
 
 use crate::store::MessageRole;

@@ -36,12 +36,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_with_provider(settings, Arc::new(siesta::provider::OfflineResponder)).await
+}
+
+pub async fn spawn_app_with_provider(
+    settings: Settings,
+    provider: Arc<dyn siesta::provider::Provider>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("siesta.db").display());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("database opens"));
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), settings, Arc::clone(&store))
-        .await
-        .expect("binds port 0");
+    let server = Server::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        settings,
+        Arc::clone(&store),
+        provider,
+    )
+    .await
+    .expect("binds port 0");
     let addr = server.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(server.run(async {

@@ -7,6 +7,7 @@ mod authentication;
 mod conversations;
 mod helpers;
 mod key_lifecycle;
+mod model_server;
 mod process;
 mod rate_limits;
 mod sources;

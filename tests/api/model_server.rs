@@ -1,0 +1,259 @@
+//! The chat-completions client against a real HTTP server that speaks the protocol: the
+//! one stand-in allowed, since no model can run here.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use siesta::provider::ChatCompletions;
+use siesta::Settings;
+
+use crate::helpers::*;
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(Option<String>, Value)>>>);
+
+fn chunk(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": text}}]})
+    )
+}
+
+/// Echoes what it was sent, fails, or is slow, depending on the model asked for.
+async fn completions(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    seen.0.lock().unwrap().push((auth, body.clone()));
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages
+        .last()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let system = messages
+        .iter()
+        .find(|m| m["role"] == "system")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("none")
+        .to_owned();
+    match body["model"].as_str().unwrap_or("") {
+        "broken-model" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "slow-model" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        model => {
+            let stall = model == "stall-model";
+            let body = async_body(last, system, messages.len(), stall);
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn async_body(
+    last: String,
+    system: String,
+    count: usize,
+    stall: bool,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send {
+    let role = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    );
+    let mut parts = vec![
+        role,
+        chunk("Echo: "),
+        chunk(&last),
+        chunk(&format!(" | system: {system} | messages: {count}")),
+    ];
+    if !stall {
+        parts.push("data: [DONE]\n\n".to_owned());
+    }
+    futures_util::stream::unfold(
+        (parts.into_iter(), stall),
+        |(mut parts, stall)| async move {
+            match parts.next() {
+                Some(p) => Some((Ok(p), (parts, stall))),
+                None if stall => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    None
+                }
+                None => None,
+            }
+        },
+    )
+}
+
+async fn model_server() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), seen)
+}
+
+async fn app_with_model() -> (TestApp, Seen) {
+    let (base, seen) = model_server().await;
+    let provider = ChatCompletions::new(
+        &base,
+        Some(SecretString::from("test-upstream-secret")),
+        "echo-model".into(),
+    )
+    .unwrap();
+    let settings = Settings {
+        provider_timeout: Duration::from_millis(800),
+        ..Settings::default()
+    };
+    (
+        spawn_app_with_provider(settings, Arc::new(provider)).await,
+        seen,
+    )
+}
+
+async fn agent(app: &TestApp, t: &Tenant, model: Option<&str>) -> String {
+    let body = json!({"name": "support-bot", "instructions": "Be brief.", "model": model});
+    app.post("/api/v1/Agent", &t.write, t.org_id, body)
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_conversation_goes_to_the_model_server_and_its_answer_comes_back() {
+    let (app, seen) = app_with_model().await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, None).await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let first = app
+        .post(&path, &t.write, t.org_id, json!({"message": "hi"}))
+        .await
+        .ok(200);
+    assert_eq!(
+        first["response"],
+        "Echo: hi | system: Be brief. | messages: 2"
+    );
+    let again = json!({"message": "more", "conversationId": first["conversationId"]});
+    let second = app.post(&path, &t.write, t.org_id, again).await.ok(200);
+    assert_eq!(
+        second["response"],
+        "Echo: more | system: Be brief. | messages: 4"
+    );
+
+    let seen = seen.0.lock().unwrap();
+    let (auth, body) = &seen[1];
+    assert_eq!(auth.as_deref(), Some("Bearer test-upstream-secret"));
+    assert_eq!(body["model"], "echo-model");
+    assert_eq!(body["stream"], true);
+    let roles: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(body["messages"][2]["content"], first["response"]);
+}
+
+#[tokio::test]
+async fn an_agents_model_overrides_the_default_and_upstream_failures_are_502_or_504() {
+    let (app, seen) = app_with_model().await;
+    let t = app.tenant("Acme").await;
+    let broken = agent(&app, &t, Some("broken-model")).await;
+    let r = app
+        .post(
+            &format!("/api/v1/Agent/{broken}/response"),
+            &t.write,
+            t.org_id,
+            json!({"message": "hi"}),
+        )
+        .await;
+    let body = r.problem(502, "provider_error");
+    assert!(
+        !body.to_string().contains("exploded"),
+        "nothing of the upstream's body leaks"
+    );
+    assert_eq!(seen.0.lock().unwrap()[0].1["model"], "broken-model");
+
+    let slow = agent(&app, &t, Some("slow-model")).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .post(
+            &format!("/api/v1/Agent/{slow}/response"),
+            &t.write,
+            t.org_id,
+            json!({"message": "hi"}),
+        )
+        .await;
+    r.problem(504, "provider_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5), "never a hang");
+
+    let stall = agent(&app, &t, Some("stall-model")).await;
+    let r = app
+        .post(
+            &format!("/api/v1/Agent/{stall}/response"),
+            &t.write,
+            t.org_id,
+            json!({"message": "hi"}),
+        )
+        .await;
+    r.problem(504, "provider_timeout");
+}
+
+#[tokio::test]
+async fn model_answers_stream_through_as_they_arrive() {
+    let (app, _) = app_with_model().await;
+    let t = app.tenant("Acme").await;
+    let send = |id: String| {
+        app.client
+            .post(app.url(&format!("/api/v1/Agent/{id}/response")))
+            .header("X-Api-Key", &t.write)
+            .header("X-Org-Id", t.org_id.to_string())
+            .header("Accept", "text/event-stream")
+            .json(&json!({"message": "stream"}))
+            .send()
+    };
+    let body = send(agent(&app, &t, None).await)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deltas: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("event: delta"))
+        .collect();
+    assert_eq!(deltas.len(), 3, "{body}");
+    assert!(body.contains("event: done"));
+    assert!(body.contains("Echo: "));
+
+    let body = send(agent(&app, &t, Some("stall-model")).await)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("event: error"), "{body}");
+    assert!(body.contains("provider_timeout"), "{body}");
+}
