@@ -16,8 +16,11 @@ use siesta::Settings;
 
 use crate::helpers::*;
 
+/// A request the model server received: its Authorization header and its body.
+type Received = (Option<String>, Value);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Option<String>, Value)>>>);
+struct Seen(Arc<Mutex<Vec<Received>>>);
 
 fn chunk(text: &str) -> String {
     format!(
