@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod duration;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod key;
 pub mod lifecycle;
@@ -54,6 +55,14 @@ pub struct Settings {
     pub record_flush: Duration,
     /// How long a model provider may take to start answering, and between two pieces.
     pub provider_timeout: Duration,
+    /// Where uploaded files are kept.
+    pub data_dir: std::path::PathBuf,
+    /// Largest file upload, in bytes.
+    pub max_file_bytes: u64,
+    /// How long an uploaded file lives.
+    pub file_ttl: Duration,
+    /// How often expired files are removed.
+    pub sweep_every: Duration,
 }
 
 impl Default for Settings {
@@ -68,6 +77,10 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             record_flush: recorder::FLUSH_EVERY,
             provider_timeout: Duration::from_secs(25),
+            data_dir: std::path::PathBuf::from("siesta-data"),
+            max_file_bytes: 25 * 1024 * 1024,
+            file_ttl: Duration::from_secs(24 * 3600),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -86,6 +99,7 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
+    pub files: files::FileStore,
     pub provider: Arc<dyn Provider>,
     pub keys: Arc<dyn KeyCache>,
     pub limiter: Arc<dyn RateLimiter>,
@@ -118,9 +132,11 @@ impl Server {
         provider: Arc<dyn Provider>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
+        let files = files::FileStore::open(&settings.data_dir)?;
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store), settings.record_flush);
         let state = AppState(Arc::new(Shared {
             store,
+            files,
             provider,
             keys: Arc::new(InMemoryKeyCache::new(100_000)),
             limiter: Arc::new(InMemoryRateLimiter::default()),
@@ -152,6 +168,11 @@ impl Server {
             state.settings.change_poll,
         ));
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let sweeper = tokio::spawn(files::sweep(
+            Arc::clone(&state.store),
+            state.files.clone(),
+            state.settings.sweep_every,
+        ));
         let app =
             tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
         http::serve(
@@ -164,6 +185,8 @@ impl Server {
         .await;
         watcher.abort();
         housekeeping.abort();
+        sweeper.abort();
+        let _ = sweeper.await;
         let _ = watcher.await;
         let _ = housekeeping.await;
         state.recorder.flush().await;

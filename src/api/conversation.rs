@@ -194,14 +194,32 @@ async fn respond(
     })))
 }
 
-/// Files for the provider. File uploads are not part of this server yet, so no id can name
-/// one of the organization's files: each is answered as not found.
-async fn attachments(_state: &AppState, _org_id: Uuid, ids: Vec<Uuid>) -> Result<Vec<Attachment>> {
-    if ids.is_empty() {
-        Ok(Vec::new())
-    } else {
-        Err(ApiError::not_found())
+/// The organization's unexpired files, for the provider: text files with their text, others
+/// by name and type. Any other id is not found.
+async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<Vec<Attachment>> {
+    let now = Timestamp::now();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let file = state.store.get_file(org_id, id, now).await?;
+        let text = if crate::files::is_text(&file.content_type, &file.name) {
+            // Swept between the lookup and the read: as gone as if it had expired first.
+            Some(
+                state
+                    .files
+                    .read_text(id)
+                    .await
+                    .map_err(|_| ApiError::not_found())?,
+            )
+        } else {
+            None
+        };
+        out.push(Attachment {
+            name: file.name,
+            content_type: file.content_type,
+            text,
+        });
     }
+    Ok(out)
 }
 
 /// Reads the whole answer, allowing `limit` between two pieces.

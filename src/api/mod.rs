@@ -9,6 +9,7 @@ mod audit_log;
 mod connection;
 mod conversation;
 mod data_source_collection;
+mod file;
 mod me;
 mod task;
 mod task_workspace;
@@ -89,7 +90,7 @@ impl Modify for SecurityAddon {
 }
 
 /// The External API's routes and its OpenAPI document.
-fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     OpenApiRouter::with_openapi(doc)
@@ -100,6 +101,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(task::router())
         .merge(connection::router())
         .merge(conversation::router())
+        .merge(file::router(settings.max_file_bytes))
         .merge(data_source_collection::router())
         .merge(task_workspace::router())
         .split_for_parts()
@@ -194,7 +196,7 @@ fn cors(state: &AppState) -> CorsLayer {
 
 /// The whole application: API, documents, health, metrics, and the shared middleware.
 pub fn app(state: AppState) -> Router {
-    let (api, doc) = api();
+    let (api, doc) = api(&state.settings);
     let doc = std::sync::Arc::new(doc);
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([

@@ -35,6 +35,15 @@ pub struct ServeArgs {
     /// Longest time a client may take to send a request's headers.
     #[arg(long, env = "SIESTA_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: HumanDuration,
+    /// Where uploaded files are kept (created if missing).
+    #[arg(long, env = "SIESTA_DATA_DIR", default_value = "siesta-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Largest file upload, in bytes.
+    #[arg(long, env = "SIESTA_MAX_FILE_BYTES", default_value = "26214400")]
+    pub max_file_bytes: u64,
+    /// How long an uploaded file lives before it is removed.
+    #[arg(long, env = "SIESTA_FILE_TTL", default_value = "24h")]
+    pub file_ttl: HumanDuration,
     /// Base URL of an OpenAI-compatible chat-completions API, such as
     /// http://localhost:11434/v1; without it agents answer with the offline responder.
     /// The API key, if the server needs one, is read from SIESTA_LLM_API_KEY only.
@@ -114,6 +123,9 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         request_timeout: nonzero(args.request_timeout, "request timeout")?,
         header_read_timeout: nonzero(args.header_read_timeout, "header read timeout")?,
         provider_timeout: nonzero(args.llm_timeout, "model timeout")?,
+        data_dir: args.data_dir.clone(),
+        max_file_bytes: args.max_file_bytes,
+        file_ttl: nonzero(args.file_ttl, "file lifetime")?,
         ..Settings::default()
     };
     tracing::info!(
@@ -126,6 +138,8 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         header_read_timeout = ?settings.header_read_timeout,
         llm_base_url = args.llm_base_url.as_deref().map(redacted_url).as_deref().unwrap_or("(offline responder)"),
         llm_model = args.llm_model.as_deref().unwrap_or("-"),
+        data_dir = %args.data_dir.display(),
+        max_file_bytes = args.max_file_bytes,
         "starting"
     );
     let store = store::open(database)

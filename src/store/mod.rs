@@ -289,6 +289,20 @@ pub struct Connection {
     pub updated_at: Timestamp,
 }
 
+/// A temporary file's metadata; its bytes are on disk under the data directory.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    pub id: Uuid,
+    pub name: String,
+    /// Bytes.
+    pub size: i64,
+    pub content_type: String,
+    pub created_at: Timestamp,
+    /// After this the file is gone from disk and database.
+    pub expires_at: Timestamp,
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -570,6 +584,23 @@ pub trait Store: Send + Sync + 'static {
         exchange: &Exchange,
         audit: AuditRecord,
     ) -> StoreResult<()>;
+
+    async fn create_file(
+        &self,
+        org_id: Uuid,
+        file: &StoredFile,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    /// The file if it belongs to the organization and has not expired.
+    async fn get_file(
+        &self,
+        org_id: Uuid,
+        file_id: Uuid,
+        now: Timestamp,
+    ) -> StoreResult<StoredFile>;
+    /// Up to `limit` files that expired before `now`.
+    async fn expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Uuid>>;
+    async fn forget_files(&self, ids: &[Uuid]) -> StoreResult<()>;
 
     /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(

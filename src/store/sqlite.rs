@@ -1074,6 +1074,83 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn create_file(
+        &self,
+        org_id: Uuid,
+        f: &StoredFile,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO files (id, org_id, name, size, content_type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(f.id.to_string())
+        .bind(org_id.to_string())
+        .bind(&f.name)
+        .bind(f.size)
+        .bind(&f.content_type)
+        .bind(f.created_at.millis())
+        .bind(f.expires_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_file(
+        &self,
+        org_id: Uuid,
+        file_id: Uuid,
+        now: Timestamp,
+    ) -> StoreResult<StoredFile> {
+        let row = sqlx::query(
+            "SELECT id, name, size, content_type, created_at, expires_at FROM files \
+             WHERE org_id = ? AND id = ? AND expires_at > ?",
+        )
+        .bind(org_id.to_string())
+        .bind(file_id.to_string())
+        .bind(now.millis())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        Ok(StoredFile {
+            id: uuid_col(&row, "id")?,
+            name: str_col(&row, "name")?,
+            size: row.try_get("size").map_err(map_err)?,
+            content_type: str_col(&row, "content_type")?,
+            created_at: ts_col(&row, "created_at")?,
+            expires_at: ts_col(&row, "expires_at")?,
+        })
+    }
+
+    async fn expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(now.millis())
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        ids.iter()
+            .map(|s| Uuid::parse_str(s).map_err(|e| StoreError::Internal(e.to_string())))
+            .collect()
+    }
+
+    async fn forget_files(&self, ids: &[Uuid]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM files WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn record_batch(
         &self,
         audit: &[AuditRecord],

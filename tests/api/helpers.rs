@@ -44,6 +44,10 @@ pub async fn spawn_app_with_provider(
     provider: Arc<dyn siesta::provider::Provider>,
 ) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
+    let settings = Settings {
+        data_dir: dir.path().join("data"),
+        ..settings
+    };
     let url = format!("sqlite://{}", dir.path().join("siesta.db").display());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("database opens"));
     let server = Server::bind_with(

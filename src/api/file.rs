@@ -1,0 +1,193 @@
+//! Temporary files: uploaded as multipart, described by id, given to agents as context,
+//! gone from disk and database once they expire.
+
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::{ApiError, Code, Result};
+use crate::store::StoredFile;
+use crate::AppState;
+
+/// The multipart form of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FileUpload {
+    /// The file, in a part named `file`; its filename and content type are kept.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+fn unreadable(e: impl std::fmt::Display) -> ApiError {
+    tracing::debug!(error = %e, "multipart body not readable");
+    ApiError::invalid(
+        "file",
+        "send a multipart/form-data body with the file in a part named file",
+    )
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::with_detail(
+        Code::PayloadTooLarge,
+        format!("Files are limited to {max} bytes."),
+    )
+}
+
+/// A file name as kept: its last path component, printable, at most 255 characters.
+fn clean_name(raw: Option<&str>) -> String {
+    let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
+    let name: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    if name.trim().is_empty() {
+        "upload".to_owned()
+    } else {
+        name.trim().to_owned()
+    }
+}
+
+/// Upload a temporary file.
+///
+/// The file expires (by default after 24 hours) and is then removed. Text files (text/*,
+/// JSON, CSV, Markdown) reach an agent as context when named in `fileIds`.
+#[utoipa::path(
+    post, path = "/api/v1/File", tag = "File",
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = StoredFile)),
+)]
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<Response> {
+    let mut multipart = multipart.map_err(unreadable)?;
+    let max = state.settings.max_file_bytes;
+    let field = loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("file") => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::invalid(
+                    "file",
+                    "is required: send it in a multipart part named file",
+                ))
+            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(max)),
+            Err(e) => return Err(unreadable(e)),
+        }
+    };
+    let id = Uuid::now_v7();
+    let name = clean_name(field.file_name());
+    let content_type = field
+        .content_type()
+        .filter(|c| !c.is_empty() && c.len() <= 255)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let size = match save(&state, id, field, max).await {
+        Ok(size) => size,
+        Err(e) => {
+            state.files.remove(id).await;
+            return Err(e);
+        }
+    };
+    let now = Timestamp::now();
+    let file = StoredFile {
+        id,
+        name,
+        size: size as i64,
+        content_type,
+        created_at: now,
+        expires_at: now.plus(state.settings.file_ttl),
+    };
+    if let Err(e) = state
+        .store
+        .create_file(caller.org_id, &file, caller.audit("file.uploaded", id))
+        .await
+    {
+        state.files.remove(id).await;
+        return Err(e.into());
+    }
+    Ok(audited((StatusCode::CREATED, Json(file))))
+}
+
+/// Streams the part to disk, counting; the file is in place and synced before it is
+/// acknowledged, so an answered upload survives a crash.
+async fn save(state: &AppState, id: Uuid, mut field: Field<'_>, max: u64) -> Result<u64> {
+    let partial = state.files.partial_path(id);
+    let io = |e: std::io::Error| ApiError::internal("writing an upload", e);
+    let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
+    let mut size: u64 = 0;
+    loop {
+        match field.chunk().await {
+            Ok(Some(bytes)) => {
+                size += bytes.len() as u64;
+                if size > max {
+                    return Err(too_large(max));
+                }
+                out.write_all(&bytes).await.map_err(io)?;
+            }
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(max)),
+            Err(e) => return Err(unreadable(e)),
+        }
+    }
+    out.sync_all().await.map_err(io)?;
+    drop(out);
+    tokio::fs::rename(&partial, state.files.path(id))
+        .await
+        .map_err(io)?;
+    Ok(size)
+}
+
+/// Get a file's metadata.
+#[utoipa::path(
+    get, path = "/api/v1/File/{fileId}", tag = "File",
+    params(("fileId" = Uuid, Path)),
+    responses((status = 200, body = StoredFile)),
+)]
+async fn get_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<StoredFile>> {
+    Ok(Json(
+        state
+            .store
+            .get_file(caller.org_id, id, Timestamp::now())
+            .await?,
+    ))
+}
+
+/// Uploads may be larger than JSON bodies: up to `max_file_bytes` plus room for the form.
+pub fn router(max_file_bytes: u64) -> OpenApiRouter<AppState> {
+    let limit = usize::try_from(max_file_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::max(limit))
+        .routes(routes!(get_file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_their_paths_and_control_characters() {
+        assert_eq!(clean_name(Some("../../etc/passwd")), "passwd");
+        assert_eq!(
+            clean_name(Some("C:\\\\Users\\\\me\\\\notes.txt")),
+            "notes.txt"
+        );
+        assert_eq!(clean_name(Some("a\u{0}b.txt")), "ab.txt");
+        assert_eq!(clean_name(None), "upload");
+    }
+}

@@ -1,0 +1,106 @@
+//! Temporary files on disk: `<data dir>/files/<id>`, named by id only, so nothing a client
+//! sends becomes part of a path. The database holds their metadata; keeping the bytes out
+//! of it keeps the database and its write-ahead log small.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::store::Store;
+
+/// At most this much of a text file is given to a model.
+pub const TEXT_CONTEXT_BYTES: usize = 100 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    /// Creates `<data_dir>/files` if needed.
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join("files");
+        std::fs::create_dir_all(&dir)?;
+        Ok(FileStore { dir })
+    }
+
+    pub fn path(&self, id: Uuid) -> PathBuf {
+        self.dir.join(id.simple().to_string())
+    }
+
+    /// Where an upload is written until it is complete.
+    pub fn partial_path(&self, id: Uuid) -> PathBuf {
+        self.dir.join(format!("{}.part", id.simple()))
+    }
+
+    /// Up to [`TEXT_CONTEXT_BYTES`] of a file, as text.
+    pub async fn read_text(&self, id: Uuid) -> std::io::Result<String> {
+        let file = tokio::fs::File::open(self.path(id)).await?;
+        let mut buf = Vec::new();
+        file.take(TEXT_CONTEXT_BYTES as u64)
+            .read_to_end(&mut buf)
+            .await?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    pub async fn remove(&self, id: Uuid) {
+        for path in [self.path(id), self.partial_path(id)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, file = %id, "could not remove a file"),
+            }
+        }
+    }
+}
+
+/// Whether a file is text a model can read.
+pub fn is_text(content_type: &str, name: &str) -> bool {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    ct.starts_with("text/")
+        || matches!(
+            ct.as_str(),
+            "application/json" | "application/xml" | "application/x-ndjson"
+        )
+        || [".txt", ".md", ".markdown", ".csv", ".json", ".xml", ".log"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+/// Removes expired files from disk, then from the database, every `every`.
+pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        loop {
+            let expired = match store.expired_files(Timestamp::now(), 500).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for expired files");
+                    break;
+                }
+            };
+            if expired.is_empty() {
+                break;
+            }
+            for id in &expired {
+                files.remove(*id).await;
+            }
+            if let Err(e) = store.forget_files(&expired).await {
+                tracing::warn!(error = %e, "could not forget expired files");
+                break;
+            }
+            tracing::debug!(count = expired.len(), "expired files removed");
+        }
+    }
+}

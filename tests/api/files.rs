@@ -1,0 +1,208 @@
+use std::time::Duration;
+
+use serde_json::json;
+use siesta::Settings;
+
+use crate::helpers::*;
+
+const BOUNDARY: &str = "siesta-test-boundary";
+
+fn form(parts: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, filename, content_type, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn upload(app: &TestApp, key: &str, org: uuid::Uuid, body: Vec<u8>) -> Reply {
+    let r = app
+        .client
+        .post(app.url("/api/v1/File"))
+        .header("X-Api-Key", key)
+        .header("X-Org-Id", org.to_string())
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    Reply::from(r).await
+}
+
+fn files_on_disk(app: &TestApp) -> usize {
+    std::fs::read_dir(app.dir.path().join("data").join("files"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn files_are_uploaded_described_and_kept_to_their_organization() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let body = form(&[(
+        "file",
+        "../notes.txt",
+        "text/plain",
+        b"Order 1234 ships Monday.",
+    )]);
+    let file = upload(&app, &t.write, t.org_id, body).await.ok(201);
+    assert_eq!(file["name"], "notes.txt");
+    assert_eq!(file["size"], 24);
+    assert_eq!(file["contentType"], "text/plain");
+    assert!(file["expiresAt"].is_string());
+    let path = format!("/api/v1/File/{}", file["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, &t.read, t.org_id).await.ok(200), file);
+    assert_eq!(files_on_disk(&app), 1);
+
+    let other = app.tenant("Globex").await;
+    let mut theirs = app
+        .get(&path, &other.read, other.org_id)
+        .await
+        .problem(404, "not_found");
+    let never = format!("/api/v1/File/{}", uuid::Uuid::now_v7());
+    let mut missing = app
+        .get(&never, &other.read, other.org_id)
+        .await
+        .problem(404, "not_found");
+    theirs.as_object_mut().unwrap().remove("requestId");
+    missing.as_object_mut().unwrap().remove("requestId");
+    assert_eq!(theirs, missing);
+
+    let body = form(&[("file", "a.txt", "text/plain", b"x")]);
+    upload(&app, &t.read, t.org_id, body)
+        .await
+        .problem(403, "insufficient_scope");
+    let body = form(&[("other", "a.txt", "text/plain", b"x")]);
+    let r = upload(&app, &t.write, t.org_id, body)
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["file"].is_array());
+    let r = app
+        .post("/api/v1/File", &t.write, t.org_id, json!({"file": "no"}))
+        .await;
+    r.problem(400, "validation_error");
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_and_leaves_nothing_behind() {
+    let app = spawn_app_with(Settings {
+        max_file_bytes: 1_000,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let body = form(&[("file", "big.bin", "application/octet-stream", &[7u8; 2_000])]);
+    upload(&app, &t.write, t.org_id, body)
+        .await
+        .problem(413, "payload_too_large");
+    assert_eq!(files_on_disk(&app), 0);
+    let body = form(&[("file", "ok.bin", "application/octet-stream", &[7u8; 1_000])]);
+    upload(&app, &t.write, t.org_id, body).await.ok(201);
+}
+
+#[tokio::test]
+async fn attached_files_reach_the_agent_text_as_text_and_others_by_name() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let text = upload(
+        &app,
+        &t.write,
+        t.org_id,
+        form(&[("file", "notes.md", "text/markdown", b"# Shipping\nMonday")]),
+    )
+    .await
+    .ok(201);
+    let image = upload(
+        &app,
+        &t.write,
+        t.org_id,
+        form(&[("file", "logo.png", "image/png", &[0x89, b'P', b'N', b'G'])]),
+    )
+    .await
+    .ok(201);
+    let agent = app
+        .post("/api/v1/Agent", &t.write, t.org_id, json!({"name": "bot"}))
+        .await
+        .ok(201);
+    let path = format!("/api/v1/Agent/{}/response", agent["id"].as_str().unwrap());
+    let r = app
+        .post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": "Read these", "fileIds": [text["id"], image["id"]]}),
+        )
+        .await
+        .ok(200);
+    let answer = r["response"].as_str().unwrap();
+    assert!(
+        answer.contains("notes.md (text/markdown, 17 characters of text)"),
+        "{answer}"
+    );
+    assert!(answer.contains("logo.png (image/png)"), "{answer}");
+
+    let other = app.tenant("Globex").await;
+    let theirs = upload(
+        &app,
+        &other.write,
+        other.org_id,
+        form(&[("file", "x.txt", "text/plain", b"secret")]),
+    )
+    .await
+    .ok(201);
+    app.post(
+        &path,
+        &t.write,
+        t.org_id,
+        json!({"message": "Read it", "fileIds": [theirs["id"]]}),
+    )
+    .await
+    .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn expired_files_are_swept_from_disk_and_database() {
+    let settings = Settings {
+        file_ttl: Duration::from_secs(1),
+        sweep_every: Duration::from_millis(100),
+        ..Settings::default()
+    };
+    let app = spawn_app_with(settings).await;
+    let t = app.tenant("Acme").await;
+    let file = upload(
+        &app,
+        &t.write,
+        t.org_id,
+        form(&[("file", "a.txt", "text/plain", b"soon gone")]),
+    )
+    .await
+    .ok(201);
+    let path = format!("/api/v1/File/{}", file["id"].as_str().unwrap());
+    app.get(&path, &t.read, t.org_id).await.ok(200);
+    let gone = eventually(Duration::from_secs(4), || async {
+        files_on_disk(&app) == 0
+    })
+    .await;
+    assert!(gone.is_some(), "the sweeper removed the file from disk");
+    app.get(&path, &t.read, t.org_id)
+        .await
+        .problem(404, "not_found");
+    let long_ago = siesta::clock::Timestamp(0);
+    let id = file["id"].as_str().unwrap().parse().unwrap();
+    assert!(
+        app.store.get_file(t.org_id, id, long_ago).await.is_err(),
+        "and its row from the database"
+    );
+}
