@@ -100,6 +100,12 @@ fn is_credential_param(name: &str) -> bool {
         .any(|c| c.eq_ignore_ascii_case(name))
 }
 
+/// Parameters that carry a secret legitimately (a realtime session's one-time secret): kept
+/// out of the logs, but not refused.
+fn is_secret_param(name: &str) -> bool {
+    is_credential_param(name) || name.eq_ignore_ascii_case("clientSecret")
+}
+
 /// True when the URL carries a credential: a parameter named like one, or any part of the
 /// path or query shaped like a key, whatever it is called.
 fn has_credentials(uri: &Uri) -> bool {
@@ -134,8 +140,7 @@ pub fn loggable_uri(uri: &Uri) -> String {
         return path;
     };
     let pairs = form_urlencoded::parse(query.as_bytes());
-    let secret =
-        |k: &str, v: &str| is_credential_param(k) || looks_like_key(k) || looks_like_key(v);
+    let secret = |k: &str, v: &str| is_secret_param(k) || looks_like_key(k) || looks_like_key(v);
     if !looks_like_key(query) && !pairs.clone().any(|(k, v)| secret(&k, &v)) {
         return format!("{path}?{query}");
     }

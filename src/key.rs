@@ -104,19 +104,7 @@ impl ApiKey {
         key.push_str("sai_");
         key.push_str(env.as_str());
         key.push('_');
-        let mut pool = [0u8; 64];
-        let mut taken = 0;
-        while taken < BODY_LEN {
-            getrandom::fill(&mut pool).expect("the operating system's random source failed");
-            for &b in &pool {
-                // 248 = 4 * 62: rejecting the top values keeps every character equally likely.
-                if b < 248 && taken < BODY_LEN {
-                    key.push(ALPHABET[(b % 62) as usize] as char);
-                    taken += 1;
-                }
-            }
-        }
-        pool.fill(0);
+        push_random_base62(&mut key, BODY_LEN);
         let check = checksum(key.as_bytes());
         key.push_str(&check);
         ApiKey(SecretString::from(key))
@@ -184,6 +172,23 @@ impl fmt::Display for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
     }
+}
+
+/// Appends `n` base62 characters from the operating system's CSPRNG.
+pub fn push_random_base62(out: &mut String, n: usize) {
+    let mut pool = [0u8; 64];
+    let mut taken = 0;
+    while taken < n {
+        getrandom::fill(&mut pool).expect("the operating system's random source failed");
+        for &b in &pool {
+            // 248 = 4 * 62: rejecting the top values keeps every character equally likely.
+            if b < 248 && taken < n {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+                taken += 1;
+            }
+        }
+    }
+    pool.fill(0);
 }
 
 /// Whether text holds something shaped like one of our keys, wherever it was sent.

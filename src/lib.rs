@@ -63,6 +63,8 @@ pub struct Settings {
     pub file_ttl: Duration,
     /// How often expired files are removed.
     pub sweep_every: Duration,
+    /// How long a realtime session's one-time secret can be used to connect.
+    pub realtime_secret_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             max_file_bytes: 25 * 1024 * 1024,
             file_ttl: Duration::from_secs(24 * 3600),
             sweep_every: Duration::from_secs(60),
+            realtime_secret_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
-use crate::store::{AuditRecord, Conversation, Exchange, Message, MessageRole};
+use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole};
 use crate::AppState;
 
 const MESSAGE_MAX: usize = 32_000;
@@ -56,7 +56,7 @@ pub struct AgentResponse {
     pub created_at: Timestamp,
 }
 
-fn provider_failure(e: &ProviderError) -> ApiError {
+pub(crate) fn provider_failure(e: &ProviderError) -> ApiError {
     tracing::warn!(error = %e, "model provider failed");
     match e {
         ProviderError::Timeout => ApiError::new(Code::ProviderTimeout),
@@ -73,13 +73,13 @@ fn wants_stream(headers: &HeaderMap) -> bool {
 }
 
 /// What the conversation so far is, and whether this message starts it.
-struct Thread {
-    id: Uuid,
-    starts: bool,
-    history: Vec<Turn>,
+pub(crate) struct Thread {
+    pub id: Uuid,
+    pub starts: bool,
+    pub history: Vec<Turn>,
 }
 
-async fn thread(
+pub(crate) async fn thread(
     state: &AppState,
     org_id: Uuid,
     agent_id: Uuid,
@@ -147,47 +147,27 @@ async fn respond(
     let thread = thread(&state, org_id, agent.id, input.conversation_id).await?;
     let attachments = attachments(&state, org_id, input.file_ids.unwrap_or_default()).await?;
 
-    let question = Message {
-        id: Uuid::now_v7(),
-        role: MessageRole::User,
-        content: input.message.unwrap_or_default(),
-        created_at: Timestamp::now(),
-    };
-    let mut history = thread.history;
-    history.push(Turn {
-        role: MessageRole::User,
-        content: question.content.clone(),
-    });
-    let prompt = Prompt {
-        model: agent.model.clone(),
-        agent_name: agent.name.clone(),
-        instructions: agent.instructions.clone(),
-        history,
+    let speaker = Speaker::of(&caller);
+    let (pending, answer) = ask(
+        &state,
+        speaker,
+        &agent,
+        thread,
+        input.message.unwrap_or_default(),
         attachments,
-    };
+    )
+    .await?;
     let limit = state.settings.provider_timeout;
-    let answer = match tokio::time::timeout(limit, state.provider.answer(prompt)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => return Err(provider_failure(&e)),
-        Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
-    };
-    let pending = Pending {
-        state: state.clone(),
-        caller,
-        agent_id: agent.id,
-        thread_id: thread.id,
-        starts: thread.starts,
-        question,
-    };
     if wants_stream(&headers) {
         return Ok(pending.stream(answer, limit));
     }
+    let pending_thread = pending.thread_id;
     let text = collect(answer, limit)
         .await
         .map_err(|e| provider_failure(&e))?;
     let (message_id, created_at) = pending.store(text.clone()).await?;
     Ok(audited(Json(AgentResponse {
-        conversation_id: thread.id,
+        conversation_id: pending_thread,
         message_id,
         response: text,
         created_at,
@@ -222,6 +202,55 @@ async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<V
     Ok(out)
 }
 
+/// Asks the provider to answer `text` in `thread`, within the timeout. The answer is stored
+/// with its question through the returned [`Pending`] once it is complete.
+pub(crate) async fn ask(
+    state: &AppState,
+    speaker: Speaker,
+    agent: &Agent,
+    thread: Thread,
+    text: String,
+    attachments: Vec<Attachment>,
+) -> Result<(Pending, Answer)> {
+    let question = Message {
+        id: Uuid::now_v7(),
+        role: MessageRole::User,
+        content: text,
+        created_at: Timestamp::now(),
+    };
+    let mut history = thread.history;
+    history.push(Turn {
+        role: MessageRole::User,
+        content: question.content.clone(),
+    });
+    let prompt = Prompt {
+        model: agent.model.clone(),
+        agent_name: agent.name.clone(),
+        instructions: agent.instructions.clone(),
+        history,
+        attachments,
+    };
+    let answer = match tokio::time::timeout(
+        state.settings.provider_timeout,
+        state.provider.answer(prompt),
+    )
+    .await
+    {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return Err(provider_failure(&e)),
+        Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
+    };
+    let pending = Pending {
+        state: state.clone(),
+        speaker,
+        agent_id: agent.id,
+        thread_id: thread.id,
+        starts: thread.starts,
+        question,
+    };
+    Ok((pending, answer))
+}
+
 /// Reads the whole answer, allowing `limit` between two pieces.
 async fn collect(mut answer: Answer, limit: Duration) -> Result<String, ProviderError> {
     let mut text = String::new();
@@ -235,18 +264,40 @@ async fn collect(mut answer: Answer, limit: Duration) -> Result<String, Provider
     }
 }
 
+/// The key a conversation is carried on for, as the audit log names it.
+#[derive(Debug, Clone)]
+pub(crate) struct Speaker {
+    pub org_id: Uuid,
+    pub key_id: Uuid,
+    pub key_name: String,
+}
+
+impl Speaker {
+    pub fn of(caller: &Caller) -> Self {
+        Speaker {
+            org_id: caller.org_id,
+            key_id: caller.key().id,
+            key_name: caller.key().name.clone(),
+        }
+    }
+
+    fn audit(&self, action: &str) -> AuditRecord {
+        AuditRecord::event(self.org_id, action, "api_key").key(self.key_id, &self.key_name)
+    }
+}
+
 /// A question waiting for its answer to be stored with it.
-struct Pending {
-    state: AppState,
-    caller: Caller,
-    agent_id: Uuid,
-    thread_id: Uuid,
-    starts: bool,
-    question: Message,
+pub(crate) struct Pending {
+    pub state: AppState,
+    pub speaker: Speaker,
+    pub agent_id: Uuid,
+    pub thread_id: Uuid,
+    pub starts: bool,
+    pub question: Message,
 }
 
 impl Pending {
-    async fn store(self, text: String) -> Result<(Uuid, Timestamp)> {
+    pub async fn store(self, text: String) -> Result<(Uuid, Timestamp)> {
         let answer = Message {
             id: Uuid::now_v7(),
             role: MessageRole::Assistant,
@@ -261,10 +312,13 @@ impl Pending {
             question: self.question,
             answer,
         };
-        let audit = self.caller.audit("conversation.message", self.thread_id);
+        let audit = self
+            .speaker
+            .audit("conversation.message")
+            .target(self.thread_id);
         self.state
             .store
-            .record_exchange(self.caller.org_id, &exchange, audit)
+            .record_exchange(self.speaker.org_id, &exchange, audit)
             .await?;
         Ok((id, at))
     }
@@ -293,7 +347,7 @@ impl Pending {
                 }
             };
             let (state, caller, thread_id) =
-                (self.state.clone(), self.caller.clone(), self.thread_id);
+                (self.state.clone(), self.speaker.clone(), self.thread_id);
             let done = match failure {
                 None => self.store(text).await.map(|(message_id, created_at)| {
                     serde_json::json!({ "conversationId": thread_id, "messageId": message_id, "createdAt": created_at })
@@ -303,8 +357,7 @@ impl Pending {
             let event = match done {
                 Ok(body) => Event::default().event("done").json_data(body),
                 Err(e) => {
-                    let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
-                        .key(caller.verified.key.id, &caller.verified.key.name);
+                    let mut record = caller.audit("request");
                     record.status = Some(e.code.status().as_u16());
                     record.request_id = Some(request_id.clone());
                     state.recorder.audit(record);

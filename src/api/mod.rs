@@ -11,6 +11,7 @@ mod conversation;
 mod data_source_collection;
 mod file;
 mod me;
+mod realtime;
 mod task;
 mod task_workspace;
 
@@ -101,6 +102,7 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
         .merge(task::router())
         .merge(connection::router())
         .merge(conversation::router())
+        .merge(realtime::router())
         .merge(file::router(settings.max_file_bytes))
         .merge(data_source_collection::router())
         .merge(task_workspace::router())
@@ -221,6 +223,10 @@ pub fn app(state: AppState) -> Router {
     api.route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
+        .route(
+            "/realtime/{session_id}",
+            axum::routing::get(realtime::connect),
+        )
         .route(
             "/openapi.json",
             axum::routing::get(move || {

@@ -303,6 +303,23 @@ pub struct StoredFile {
     pub expires_at: Timestamp,
 }
 
+/// A one-time realtime session, as stored: the digest of its secret, never the secret.
+#[derive(Debug, Clone)]
+pub struct RealtimeSession {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub agent_id: Uuid,
+    pub conversation_id: Uuid,
+    /// True when the session continues an existing conversation.
+    pub continues: bool,
+    pub secret_digest: KeyDigest,
+    /// The key that created the session, for the audit log.
+    pub key_id: Uuid,
+    pub key_name: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -601,6 +618,21 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` files that expired before `now`.
     async fn expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Uuid>>;
     async fn forget_files(&self, ids: &[Uuid]) -> StoreResult<()>;
+
+    async fn create_realtime_session(
+        &self,
+        session: &RealtimeSession,
+        audit: AuditRecord,
+    ) -> StoreResult<()>;
+    /// Marks an unexpired, unused session whose secret has this digest as used, and returns
+    /// it: a session can be claimed once. `NotFound` for an unknown id or a wrong secret
+    /// (which does not use the session up), `Conflict` for a used or expired one.
+    async fn claim_realtime_session(
+        &self,
+        session_id: Uuid,
+        secret: &KeyDigest,
+        now: Timestamp,
+    ) -> StoreResult<RealtimeSession>;
 
     /// Writes buffered request records and last-use times (org, key, when) in one transaction.
     async fn record_batch(

@@ -1151,6 +1151,84 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn create_realtime_session(
+        &self,
+        r: &RealtimeSession,
+        audit: AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO realtime_sessions (id, org_id, agent_id, conversation_id, continues, secret_digest, \
+             key_id, key_name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.id.to_string())
+        .bind(r.org_id.to_string())
+        .bind(r.agent_id.to_string())
+        .bind(r.conversation_id.to_string())
+        .bind(r.continues)
+        .bind(r.secret_digest.as_bytes())
+        .bind(r.key_id.to_string())
+        .bind(&r.key_name)
+        .bind(r.created_at.millis())
+        .bind(r.expires_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, &[audit]).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn claim_realtime_session(
+        &self,
+        session_id: Uuid,
+        secret: &KeyDigest,
+        now: Timestamp,
+    ) -> StoreResult<RealtimeSession> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, org_id, agent_id, conversation_id, continues, secret_digest, key_id, key_name, \
+             created_at, expires_at, used_at FROM realtime_sessions WHERE id = ?",
+        )
+        .bind(session_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+        let digest: Vec<u8> = row.try_get("secret_digest").map_err(map_err)?;
+        let stored = KeyDigest::from_slice(&digest)
+            .ok_or_else(|| StoreError::Internal("digest length".into()))?;
+        if !stored.matches(secret) {
+            return Err(StoreError::NotFound);
+        }
+        let used: Option<i64> = row.try_get("used_at").map_err(map_err)?;
+        let expires_at = ts_col(&row, "expires_at")?;
+        if used.is_some() || expires_at <= now {
+            return Err(StoreError::Conflict(
+                "the session was used already or has expired".into(),
+            ));
+        }
+        sqlx::query("UPDATE realtime_sessions SET used_at = ? WHERE id = ?")
+            .bind(now.millis())
+            .bind(session_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let session = RealtimeSession {
+            id: uuid_col(&row, "id")?,
+            org_id: uuid_col(&row, "org_id")?,
+            agent_id: uuid_col(&row, "agent_id")?,
+            conversation_id: uuid_col(&row, "conversation_id")?,
+            continues: row.try_get("continues").map_err(map_err)?,
+            secret_digest: stored,
+            key_id: uuid_col(&row, "key_id")?,
+            key_name: str_col(&row, "key_name")?,
+            created_at: ts_col(&row, "created_at")?,
+            expires_at,
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(session)
+    }
+
     async fn record_batch(
         &self,
         audit: &[AuditRecord],

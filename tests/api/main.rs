@@ -11,5 +11,6 @@ mod key_lifecycle;
 mod model_server;
 mod process;
 mod rate_limits;
+mod realtime;
 mod sources;
 mod tasks;

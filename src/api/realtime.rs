@@ -1,0 +1,282 @@
+//! Realtime sessions: a browser talks to an agent over a WebSocket without ever holding the
+//! API key. A backend creates the session with its key and hands the browser a one-time
+//! secret that works once, within 60 seconds.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::api::conversation::{ask, provider_failure, thread, Speaker, Thread};
+use crate::api::{audited, PathId};
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::{ApiError, Code, Result};
+use crate::http::{OptionalJson, Params, RequestBody};
+use crate::key::{push_random_base62, KeyDigest};
+use crate::provider::ProviderError;
+use crate::store::{RealtimeSession, StoreError};
+use crate::AppState;
+
+/// A socket with no message for this long is closed.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Options for a realtime session.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewRealtimeSession {
+    /// Continue this conversation (with the same agent); without it a new one starts.
+    pub conversation_id: Option<Uuid>,
+}
+
+impl RequestBody for NewRealtimeSession {
+    const FIELDS: &'static [&'static str] = &["conversationId"];
+}
+
+/// A session a browser can connect to: open `websocketUrl?clientSecret=<clientSecret>`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RealtimeSessionCreated {
+    pub session_id: Uuid,
+    /// Works once, until `expiresAt`. Hand it to the browser; it is not an API key.
+    pub client_secret: String,
+    pub websocket_url: String,
+    pub conversation_id: Uuid,
+    pub expires_at: Timestamp,
+}
+
+/// Create a one-time realtime session with an agent.
+///
+/// The WebSocket speaks JSON text frames: the client sends `{"type":"message","text":...}`;
+/// the server answers with `{"type":"delta","text":...}` frames and a
+/// `{"type":"done","messageId":...}` frame (or `{"type":"error","code":...}`). The transcript
+/// is kept in the conversation.
+#[utoipa::path(
+    post, path = "/api/v1/Agent/{agentId}/realtime-session", tag = "Agent",
+    params(("agentId" = Uuid, Path)),
+    request_body(content = Option<NewRealtimeSession>, description = "Optional"),
+    responses((status = 201, body = RealtimeSessionCreated)),
+)]
+async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(agent_id): PathId,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<NewRealtimeSession>,
+) -> Result<Response> {
+    let agent = state.store.get_agent(caller.org_id, agent_id).await?;
+    let continues = body.and_then(|b| b.conversation_id);
+    let conversation_id = match continues {
+        Some(id) => thread(&state, caller.org_id, agent.id, Some(id)).await?.id,
+        None => Uuid::now_v7(),
+    };
+    let mut secret = String::from("rts_");
+    push_random_base62(&mut secret, 40);
+    let secret = SecretString::from(secret);
+    let now = Timestamp::now();
+    let session = RealtimeSession {
+        id: Uuid::now_v7(),
+        org_id: caller.org_id,
+        agent_id: agent.id,
+        conversation_id,
+        continues: continues.is_some(),
+        secret_digest: KeyDigest::of(secret.expose_secret().as_bytes()),
+        key_id: caller.key().id,
+        key_name: caller.key().name.clone(),
+        created_at: now,
+        expires_at: now.plus(state.settings.realtime_secret_ttl),
+    };
+    let audit = caller.audit("realtime_session.created", session.id);
+    state.store.create_realtime_session(&session, audit).await?;
+    let created = RealtimeSessionCreated {
+        session_id: session.id,
+        client_secret: secret.expose_secret().to_owned(),
+        websocket_url: websocket_url(&headers, session.id),
+        conversation_id,
+        expires_at: session.expires_at,
+    };
+    Ok(audited((StatusCode::CREATED, Json(created))))
+}
+
+/// The socket's address as the caller reached this server.
+fn websocket_url(headers: &HeaderMap, id: Uuid) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let scheme = if secure { "wss" } else { "ws" };
+    format!("{scheme}://{host}/realtime/{id}")
+}
+
+/// `GET /realtime/{sessionId}?clientSecret=...`: the WebSocket itself, outside `/api/v1`,
+/// authenticated by the session's one-time secret instead of a key.
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    params: Params,
+    upgrade: std::result::Result<
+        WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return ApiError::with_detail(
+            Code::ValidationError,
+            "Connect to this address with a WebSocket client.",
+        )
+        .into_response();
+    };
+    let (Ok(id), Some(secret)) = (Uuid::try_parse(&raw_id), params.text("clientSecret")) else {
+        return ApiError::not_found().into_response();
+    };
+    let digest = KeyDigest::of(secret.as_bytes());
+    let session = match state
+        .store
+        .claim_realtime_session(id, &digest, Timestamp::now())
+        .await
+    {
+        Ok(s) => s,
+        Err(StoreError::Conflict(_)) => {
+            let detail = "This realtime session was used already or has expired; create a new one.";
+            return ApiError::with_detail(Code::ExpiredApiKey, detail).into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    upgrade.on_upgrade(move |socket| talk(state, session, socket))
+}
+
+async fn send(socket: &mut WebSocket, value: serde_json::Value) -> bool {
+    socket
+        .send(Frame::Text(value.to_string().into()))
+        .await
+        .is_ok()
+}
+
+fn error_frame(code: Code, detail: &str) -> serde_json::Value {
+    json!({"type": "error", "code": code.as_str(), "detail": detail})
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket) {
+    let speaker = Speaker {
+        org_id: session.org_id,
+        key_id: session.key_id,
+        key_name: session.key_name.clone(),
+    };
+    let mut started = session.continues;
+    loop {
+        let frame = match tokio::time::timeout(IDLE, socket.recv()).await {
+            Ok(Some(Ok(frame))) => frame,
+            _ => break,
+        };
+        let text = match frame {
+            Frame::Text(t) => t.to_string(),
+            Frame::Close(_) => break,
+            _ => continue,
+        };
+        let message = match serde_json::from_str::<ClientFrame>(&text) {
+            Ok(ClientFrame {
+                kind,
+                text: Some(text),
+            }) if kind == "message" && (1..=32_000).contains(&text.chars().count()) => text,
+            _ => {
+                let detail =
+                    "Send {\"type\":\"message\",\"text\":\"...\"} with 1 to 32,000 characters.";
+                if !send(&mut socket, error_frame(Code::ValidationError, detail)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        match exchange(&state, &speaker, &session, started, message, &mut socket).await {
+            Ok(()) => started = true,
+            Err(e) => {
+                let detail = "The answer could not be completed.";
+                if !send(&mut socket, error_frame(e.code, detail)).await {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = socket.send(Frame::Close(None)).await;
+}
+
+/// One message and its streamed answer, stored in the session's conversation.
+async fn exchange(
+    state: &AppState,
+    speaker: &Speaker,
+    session: &RealtimeSession,
+    started: bool,
+    message: String,
+    socket: &mut WebSocket,
+) -> Result<()> {
+    let agent = state
+        .store
+        .get_agent(session.org_id, session.agent_id)
+        .await?;
+    let current = if started {
+        thread(
+            state,
+            session.org_id,
+            agent.id,
+            Some(session.conversation_id),
+        )
+        .await?
+    } else {
+        Thread {
+            id: session.conversation_id,
+            starts: true,
+            history: Vec::new(),
+        }
+    };
+    let (pending, mut answer) =
+        ask(state, speaker.clone(), &agent, current, message, Vec::new()).await?;
+    let limit = state.settings.provider_timeout;
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout(limit, answer.next()).await {
+            Ok(Some(Ok(piece))) => {
+                let _ = send(socket, json!({"type": "delta", "text": &piece})).await;
+                text.push_str(&piece);
+            }
+            Ok(Some(Err(e))) => return Err(provider_failure(&e)),
+            Ok(None) => break,
+            Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
+        }
+    }
+    let (message_id, _) = pending.store(text).await?;
+    send(
+        socket,
+        json!({"type": "done", "messageId": message_id, "conversationId": session.conversation_id}),
+    )
+    .await;
+    Ok(())
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_session))
+}

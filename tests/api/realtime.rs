@@ -1,0 +1,232 @@
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use siesta::Settings;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::helpers::*;
+
+async fn session(app: &TestApp, t: &Tenant, agent: &str, body: Value) -> Value {
+    let path = format!("/api/v1/Agent/{agent}/realtime-session");
+    app.post(&path, &t.write, t.org_id, body).await.ok(201)
+}
+
+async fn bot(app: &TestApp, t: &Tenant) -> String {
+    let a = app
+        .post(
+            "/api/v1/Agent",
+            &t.write,
+            t.org_id,
+            json!({"name": "voice-bot", "instructions": "Be quick."}),
+        )
+        .await;
+    a.ok(201)["id"].as_str().unwrap().to_owned()
+}
+
+fn socket_url(s: &Value) -> String {
+    format!(
+        "{}?clientSecret={}",
+        s["websocketUrl"].as_str().unwrap(),
+        s["clientSecret"].as_str().unwrap()
+    )
+}
+
+fn refused_status(r: Result<impl Sized, tungstenite::Error>) -> u16 {
+    match r {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("the connection was accepted"),
+    }
+}
+
+/// Sends a message and reads frames up to `done` (or `error`).
+async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>>
+        + futures_util::Sink<Message>
+        + Unpin,
+    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
+{
+    let frame = json!({"type": "message", "text": text}).to_string();
+    ws.send(Message::Text(frame.into())).await.unwrap();
+    let mut deltas = String::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str().unwrap() {
+            "delta" => deltas.push_str(v["text"].as_str().unwrap()),
+            _ => return (deltas, v),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let s = session(&app, &t, &agent, json!({})).await;
+    let secret = s["clientSecret"].as_str().unwrap();
+    assert!(secret.starts_with("rts_") && !secret.contains(&t.write));
+    assert_eq!(
+        s["websocketUrl"],
+        format!(
+            "ws://{}/realtime/{}",
+            app.addr,
+            s["sessionId"].as_str().unwrap()
+        )
+    );
+    assert!(s["expiresAt"].is_string());
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    let (first, done) = say(&mut ws, "Hello there").await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert!(first.contains("offline responder") && first.contains("Hello there"));
+    let (second, done2) = say(&mut ws, "Again").await;
+    assert!(
+        second.contains("Earlier messages in this conversation: 2"),
+        "{second}"
+    );
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    let frame = ws.next().await.unwrap().unwrap();
+    let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["code"], "validation_error");
+    ws.close(None).await.unwrap();
+
+    // The transcript is kept in the conversation.
+    let c = app
+        .get(
+            &format!(
+                "/api/v1/Conversation/{}",
+                s["conversationId"].as_str().unwrap()
+            ),
+            &t.read,
+            t.org_id,
+        )
+        .await;
+    let c = c.ok(200);
+    let contents: Vec<&str> = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["Hello there", first.as_str(), "Again", second.as_str()]
+    );
+    assert_eq!(c["messages"][3]["id"], done2["messageId"]);
+
+    // The secret works once.
+    assert_eq!(
+        refused_status(tokio_tungstenite::connect_async(socket_url(&s)).await),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expire() {
+    let app = spawn_app_with(Settings {
+        realtime_secret_ttl: Duration::from_millis(500),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let s = session(&app, &t, &agent, json!({})).await;
+    let wrong = format!(
+        "{}?clientSecret=rts_wrong",
+        s["websocketUrl"].as_str().unwrap()
+    );
+    assert_eq!(
+        refused_status(tokio_tungstenite::connect_async(wrong).await),
+        404
+    );
+    let bare = s["websocketUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        refused_status(tokio_tungstenite::connect_async(bare).await),
+        404
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    ws.close(None).await.unwrap();
+
+    let late = session(&app, &t, &agent, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        refused_status(tokio_tungstenite::connect_async(socket_url(&late)).await),
+        401
+    );
+}
+
+#[tokio::test]
+async fn sessions_continue_conversations_and_stay_in_their_organization() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let other = app.tenant("Globex").await;
+    let agent = bot(&app, &t).await;
+    let talk = app
+        .post(
+            &format!("/api/v1/Agent/{agent}/response"),
+            &t.write,
+            t.org_id,
+            json!({"message": "first"}),
+        )
+        .await
+        .ok(200);
+    let s = session(
+        &app,
+        &t,
+        &agent,
+        json!({"conversationId": talk["conversationId"]}),
+    )
+    .await;
+    assert_eq!(s["conversationId"], talk["conversationId"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    let (text, _) = say(&mut ws, "second").await;
+    assert!(
+        text.contains("Earlier messages in this conversation: 2"),
+        "{text}"
+    );
+
+    let path = format!("/api/v1/Agent/{agent}/realtime-session");
+    app.post(&path, &t.read, t.org_id, json!({}))
+        .await
+        .problem(403, "insufficient_scope");
+    app.post(&path, &other.write, other.org_id, json!({}))
+        .await
+        .problem(404, "not_found");
+    let theirs = app
+        .post(
+            "/api/v1/Agent",
+            &other.write,
+            other.org_id,
+            json!({"name": "x"}),
+        )
+        .await
+        .ok(201);
+    let their_path = format!(
+        "/api/v1/Agent/{}/realtime-session",
+        theirs["id"].as_str().unwrap()
+    );
+    app.post(
+        &their_path,
+        &t.write,
+        t.org_id,
+        json!({"conversationId": talk["conversationId"]}),
+    )
+    .await
+    .problem(404, "not_found");
+}
