@@ -150,6 +150,18 @@ async fn task_input_is_validated_by_field() {
     )
     .await
     .problem(403, "insufficient_scope");
+    app.post(
+        "/api/v1/TaskWorkspace",
+        &t.read,
+        t.org_id,
+        json!({"name": "x"}),
+    )
+    .await
+    .problem(403, "insufficient_scope");
+    let path = format!("/api/v1/Task/{}", uuid::Uuid::now_v7());
+    app.put(&path, &t.read, t.org_id, json!({"title": "x"}))
+        .await
+        .problem(403, "insufficient_scope");
 }
 
 #[tokio::test]
