@@ -11,6 +11,7 @@ mod conversation;
 mod data_source_collection;
 mod file;
 mod me;
+mod named;
 mod realtime;
 mod task;
 mod task_workspace;

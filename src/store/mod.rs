@@ -174,15 +174,25 @@ pub struct AgentFields {
     pub model: Option<String>,
 }
 
-/// A place where an organization's tasks live.
+/// An object that is a name and a description: a task workspace or a data source
+/// collection (each kind in its own [`Catalog`]).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskWorkspace {
+pub struct Named {
     pub id: Uuid,
     pub name: String,
     pub description: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Which kind of [`Named`] object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catalog {
+    /// Where an organization's tasks live.
+    TaskWorkspaces,
+    /// Named groups of data sources that agents can draw on.
+    DataSourceCollections,
 }
 
 /// Where a task stands.
@@ -233,17 +243,6 @@ pub struct Task {
 pub struct TaskFilter {
     pub workspace_id: Option<Uuid>,
     pub status: Option<TaskStatus>,
-}
-
-/// A named group of data sources that agents can draw on.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DataSourceCollection {
-    pub id: Uuid,
-    pub name: String,
-    pub description: String,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
 }
 
 /// Who in the organization can use a connection.
@@ -539,15 +538,20 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<()>;
 
-    async fn list_workspaces(&self, org_id: Uuid, page: Page)
-        -> StoreResult<Listed<TaskWorkspace>>;
-    async fn create_workspace(
+    async fn list_named(
         &self,
+        catalog: Catalog,
         org_id: Uuid,
-        ws: &TaskWorkspace,
+        page: Page,
+    ) -> StoreResult<Listed<Named>>;
+    async fn create_named(
+        &self,
+        catalog: Catalog,
+        org_id: Uuid,
+        object: &Named,
         audit: AuditRecord,
     ) -> StoreResult<()>;
-    async fn get_workspace(&self, org_id: Uuid, workspace_id: Uuid) -> StoreResult<TaskWorkspace>;
+    async fn get_named(&self, catalog: Catalog, org_id: Uuid, id: Uuid) -> StoreResult<Named>;
 
     async fn list_tasks(
         &self,
@@ -559,19 +563,6 @@ pub trait Store: Send + Sync + 'static {
     async fn create_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
     async fn get_task(&self, org_id: Uuid, task_id: Uuid) -> StoreResult<Task>;
     async fn update_task(&self, org_id: Uuid, task: &Task, audit: AuditRecord) -> StoreResult<()>;
-
-    async fn list_collections(
-        &self,
-        org_id: Uuid,
-        page: Page,
-    ) -> StoreResult<Listed<DataSourceCollection>>;
-    async fn create_collection(
-        &self,
-        org_id: Uuid,
-        c: &DataSourceCollection,
-        audit: AuditRecord,
-    ) -> StoreResult<()>;
-    async fn get_collection(&self, org_id: Uuid, id: Uuid) -> StoreResult<DataSourceCollection>;
 
     /// Connections visible to a member's keys: shared ones, and the member's private ones.
     async fn list_connections(

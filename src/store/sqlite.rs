@@ -222,11 +222,20 @@ fn agent_from_row(row: &SqliteRow) -> StoreResult<Agent> {
 }
 
 const AGENT_COLUMNS: &str = "id, name, description, instructions, model, created_at, updated_at";
-const WORKSPACE_COLUMNS: &str = "id, name, description, created_at, updated_at";
+const NAMED_COLUMNS: &str = "id, name, description, created_at, updated_at";
 const TASK_COLUMNS: &str = "id, workspace_id, title, description, status, created_at, updated_at";
 
-fn workspace_from_row(row: &SqliteRow) -> StoreResult<TaskWorkspace> {
-    Ok(TaskWorkspace {
+impl Catalog {
+    fn table(self) -> &'static str {
+        match self {
+            Catalog::TaskWorkspaces => "task_workspaces",
+            Catalog::DataSourceCollections => "data_source_collections",
+        }
+    }
+}
+
+fn named_from_row(row: &SqliteRow) -> StoreResult<Named> {
+    Ok(Named {
         id: uuid_col(row, "id")?,
         name: str_col(row, "name")?,
         description: str_col(row, "description")?,
@@ -249,20 +258,9 @@ fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
     })
 }
 
-const COLLECTION_COLUMNS: &str = "id, name, description, created_at, updated_at";
 const CONNECTION_COLUMNS: &str = "id, name, type, visibility, created_by, created_at, updated_at";
 /// Private connections are visible only to keys of the member who created them.
 const CONNECTION_VISIBLE: &str = "org_id = ?1 AND (visibility = 'shared' OR created_by = ?2)";
-
-fn collection_from_row(row: &SqliteRow) -> StoreResult<DataSourceCollection> {
-    Ok(DataSourceCollection {
-        id: uuid_col(row, "id")?,
-        name: str_col(row, "name")?,
-        description: str_col(row, "description")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
 
 fn connection_from_row(row: &SqliteRow) -> StoreResult<Connection> {
     let visibility = str_col(row, "visibility")?;
@@ -871,59 +869,6 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn list_collections(
-        &self,
-        org_id: Uuid,
-        page: Page,
-    ) -> StoreResult<Listed<DataSourceCollection>> {
-        let query = PageQuery {
-            columns: COLLECTION_COLUMNS,
-            from: "data_source_collections",
-            filter: "org_id = ?1",
-            order: "created_at, id",
-        };
-        let args = args(|a| a.add(org_id.to_string()))?;
-        self.list_page(query, args, page, collection_from_row).await
-    }
-
-    async fn create_collection(
-        &self,
-        org_id: Uuid,
-        c: &DataSourceCollection,
-        audit: AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO data_source_collections (id, org_id, name, description, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(c.id.to_string())
-        .bind(org_id.to_string())
-        .bind(&c.name)
-        .bind(&c.description)
-        .bind(c.created_at.millis())
-        .bind(c.updated_at.millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_audit(&mut tx, &[audit]).await?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn get_collection(&self, org_id: Uuid, id: Uuid) -> StoreResult<DataSourceCollection> {
-        let sql = format!(
-            "SELECT {COLLECTION_COLUMNS} FROM data_source_collections WHERE org_id = ? AND id = ?"
-        );
-        let row = sqlx::query(&sql)
-            .bind(org_id.to_string())
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        collection_from_row(&row)
-    }
-
     async fn list_connections(
         &self,
         org_id: Uuid,
@@ -1313,55 +1258,61 @@ impl Store for SqliteStore {
         self.list_page(query, args, page, audit_from_row).await
     }
 
-    async fn list_workspaces(
+    async fn list_named(
         &self,
+        catalog: Catalog,
         org_id: Uuid,
         page: Page,
-    ) -> StoreResult<Listed<TaskWorkspace>> {
+    ) -> StoreResult<Listed<Named>> {
         let query = PageQuery {
-            columns: WORKSPACE_COLUMNS,
-            from: "task_workspaces",
+            columns: NAMED_COLUMNS,
+            from: catalog.table(),
             filter: "org_id = ?1",
             order: "created_at, id",
         };
         let args = args(|a| a.add(org_id.to_string()))?;
-        self.list_page(query, args, page, workspace_from_row).await
+        self.list_page(query, args, page, named_from_row).await
     }
 
-    async fn create_workspace(
+    async fn create_named(
         &self,
+        catalog: Catalog,
         org_id: Uuid,
-        ws: &TaskWorkspace,
+        object: &Named,
         audit: AuditRecord,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO task_workspaces (id, org_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(ws.id.to_string())
-        .bind(org_id.to_string())
-        .bind(&ws.name)
-        .bind(&ws.description)
-        .bind(ws.created_at.millis())
-        .bind(ws.updated_at.millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        let sql = format!(
+            "INSERT INTO {} (id, org_id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            catalog.table()
+        );
+        sqlx::query(&sql)
+            .bind(object.id.to_string())
+            .bind(org_id.to_string())
+            .bind(&object.name)
+            .bind(&object.description)
+            .bind(object.created_at.millis())
+            .bind(object.updated_at.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
     }
 
-    async fn get_workspace(&self, org_id: Uuid, workspace_id: Uuid) -> StoreResult<TaskWorkspace> {
-        let row = sqlx::query(&format!(
-            "SELECT {WORKSPACE_COLUMNS} FROM task_workspaces WHERE org_id = ? AND id = ?"
-        ))
-        .bind(org_id.to_string())
-        .bind(workspace_id.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
-        workspace_from_row(&row)
+    async fn get_named(&self, catalog: Catalog, org_id: Uuid, id: Uuid) -> StoreResult<Named> {
+        let sql = format!(
+            "SELECT {NAMED_COLUMNS} FROM {} WHERE org_id = ? AND id = ?",
+            catalog.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        named_from_row(&row)
     }
 
     async fn list_tasks(

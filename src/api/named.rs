@@ -1,0 +1,89 @@
+//! What task workspaces and data source collections share: a name and a description, each
+//! kind in its own catalog. Their modules keep their own routes and documentation.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::api::audited;
+use crate::auth::Caller;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::store::{Catalog, Named};
+use crate::AppState;
+
+/// An object to create: a name and a description.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewNamed {
+    /// 1 to 100 characters.
+    #[schema(example = "Support escalations")]
+    pub name: Option<String>,
+    /// Up to 2,000 characters.
+    pub description: Option<String>,
+}
+
+impl RequestBody for NewNamed {
+    const FIELDS: &'static [&'static str] = &["name", "description"];
+}
+
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    params: &Params,
+    catalog: Catalog,
+) -> Result<Json<List<Named>>> {
+    let mut errors = FieldErrors::default();
+    let page = params.page(&mut errors);
+    errors.check()?;
+    let listed = state.store.list_named(catalog, caller.org_id, page).await?;
+    Ok(Json(List::new(listed, page)))
+}
+
+/// Validates and stores a new object; `action` names it in the audit log.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    ApiJson(input): ApiJson<NewNamed>,
+    catalog: Catalog,
+    action: &str,
+) -> Result<Response> {
+    let mut errors = FieldErrors::default();
+    errors.required("name", &input.name);
+    let name = input.name.as_deref().map(str::trim);
+    errors.text("name", name, 1, 100);
+    errors.text("description", input.description.as_deref(), 0, 2_000);
+    errors.check()?;
+    let now = Timestamp::now();
+    let object = Named {
+        id: uuid::Uuid::now_v7(),
+        name: name.unwrap_or_default().to_owned(),
+        description: input.description.unwrap_or_default(),
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .store
+        .create_named(
+            catalog,
+            caller.org_id,
+            &object,
+            caller.audit(action, object.id),
+        )
+        .await?;
+    Ok(audited((StatusCode::CREATED, Json(object))))
+}
+
+pub async fn get(
+    state: &AppState,
+    caller: &Caller,
+    id: uuid::Uuid,
+    catalog: Catalog,
+) -> Result<Json<Named>> {
+    Ok(Json(
+        state.store.get_named(catalog, caller.org_id, id).await?,
+    ))
+}
