@@ -154,18 +154,13 @@ async fn conversations_stay_with_their_agent_and_organization() {
         .await
         .ok(200);
     let their_conv = talk["conversationId"].as_str().unwrap();
-    let strip = |r: Reply| {
-        let mut v = r.problem(404, "not_found");
-        v.as_object_mut().unwrap().remove("requestId");
-        v
-    };
     let never = uuid::Uuid::now_v7();
-    let missing = strip(
+    let missing = not_found(
         app.get(&format!("/api/v1/Conversation/{never}"), &a.read, a.org_id)
             .await,
     );
     assert_eq!(
-        strip(
+        not_found(
             app.get(
                 &format!("/api/v1/Conversation/{their_conv}"),
                 &a.read,
@@ -185,7 +180,7 @@ async fn conversations_stay_with_their_agent_and_organization() {
             json!({"message": "hi", "conversationId": their_conv}),
         )
         .await;
-    assert_eq!(strip(r), missing);
+    assert_eq!(not_found(r), missing);
     let r = app
         .post(
             &format!("/api/v1/Agent/{theirs}/response"),
@@ -194,7 +189,7 @@ async fn conversations_stay_with_their_agent_and_organization() {
             json!({"message": "hi"}),
         )
         .await;
-    assert_eq!(strip(r), missing);
+    assert_eq!(not_found(r), missing);
     // A conversation belongs to one agent.
     let own = app
         .post(&path, &a.write, a.org_id, json!({"message": "hi"}))
@@ -208,7 +203,7 @@ async fn conversations_stay_with_their_agent_and_organization() {
             json!({"message": "hi", "conversationId": own["conversationId"]}),
         )
         .await;
-    strip(r);
+    not_found(r);
     // Unknown files are not found; bad input is named; reading needs no more than read.
     let r = app
         .post(
@@ -218,7 +213,7 @@ async fn conversations_stay_with_their_agent_and_organization() {
             json!({"message": "hi", "fileIds": [never]}),
         )
         .await;
-    strip(r);
+    not_found(r);
     let r = app
         .post(&path, &a.write, a.org_id, json!({}))
         .await

@@ -321,6 +321,15 @@ impl Reply {
     }
 }
 
+/// Asserts a 404 `not_found` and returns its body without the request id, so two such
+/// answers can be compared byte for byte.
+#[track_caller]
+pub fn not_found(r: Reply) -> Value {
+    let mut v = r.problem(404, "not_found");
+    v.as_object_mut().unwrap().remove("requestId");
+    v
+}
+
 /// Repeats `probe` until it returns true or `within` has passed; returns how long it took.
 pub async fn eventually<F, Fut>(within: Duration, mut probe: F) -> Option<Duration>
 where

@@ -546,7 +546,8 @@ async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
             files.push(std::fs::read(path).unwrap());
         }
     }
-    assert!(files.len() >= 2, "the database and its log were read");
+    // A clean shutdown folds the write-ahead log into the database file; any left is read too.
+    assert!(dir.path().join("siesta.db").is_file() && !files.is_empty());
     for key in [&boot, &issued, &rotated] {
         let body = &key[9..];
         assert!(!logs.contains(body), "a key reached the server log");

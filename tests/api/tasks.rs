@@ -205,11 +205,6 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
         )
         .await
         .ok(201);
-    let strip = |r: Reply| {
-        let mut v = r.problem(404, "not_found");
-        v.as_object_mut().unwrap().remove("requestId");
-        v
-    };
     let never = uuid::Uuid::now_v7().to_string();
     // Reading another org's task or workspace.
     for kind in ["Task", "TaskWorkspace"] {
@@ -218,7 +213,7 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
         } else {
             &theirs_ws["id"]
         };
-        let theirs = strip(
+        let theirs = not_found(
             app.get(
                 &format!("/api/v1/{kind}/{}", id.as_str().unwrap()),
                 &a.read,
@@ -228,7 +223,7 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
         );
         assert_eq!(
             theirs,
-            strip(
+            not_found(
                 app.get(&format!("/api/v1/{kind}/{never}"), &a.read, a.org_id)
                     .await
             )
@@ -237,19 +232,19 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
     // Creating a task in, or moving one to, another org's workspace.
     let into_theirs = json!({"workspaceId": theirs_ws["id"], "title": "sneaky"});
     let into_none = json!({"workspaceId": never, "title": "sneaky"});
-    let theirs = strip(
+    let theirs = not_found(
         app.post("/api/v1/Task", &a.write, a.org_id, into_theirs)
             .await,
     );
     assert_eq!(
         theirs,
-        strip(
+        not_found(
             app.post("/api/v1/Task", &a.write, a.org_id, into_none)
                 .await
         )
     );
     let path = format!("/api/v1/Task/{}", mine_task["id"].as_str().unwrap());
-    strip(
+    not_found(
         app.put(
             &path,
             &a.write,
@@ -260,7 +255,7 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
     );
     // Updating another org's task.
     let path = format!("/api/v1/Task/{}", theirs_task["id"].as_str().unwrap());
-    strip(
+    not_found(
         app.put(&path, &a.write, a.org_id, json!({"title": "hijacked"}))
             .await,
     );
