@@ -91,11 +91,95 @@ impl Modify for SecurityAddon {
     }
 }
 
+/// The problem answers every operation can give, named once in `components.responses`.
+const PROBLEMS: [(&str, &str, &str); 10] = [
+    ("400", "BadRequest", "Not valid: `validation_error` (with `errors` by field or parameter), `invalid_json`, or `credentials_in_url`."),
+    ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
+    ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
+    ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
+    ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
+    ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),
+    ("500", "InternalError", "`internal_error`: the server could not complete the request."),
+    ("502", "BadGateway", "`provider_error`: the model provider failed."),
+    ("503", "ServiceUnavailable", "`service_unavailable`: the server could not complete the request in time."),
+    ("504", "GatewayTimeout", "`provider_timeout`: the model provider did not answer in time."),
+];
+
+/// Adds to every operation the problem answers it can give, as references to shared
+/// responses: the router decides what exists, this decides how refusals look.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (status, name, description) in PROBLEMS {
+        let mut response = ResponseBuilder::new().description(description).content(
+            crate::error::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        if status == "429" {
+            let text = |d: &str| {
+                HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String),
+                    )
+                    .description(Some(d))
+                    .build()
+            };
+            response = response
+                .header("Retry-After", text("Whole seconds to wait, at least 1."))
+                .header(
+                    "RateLimit-Policy",
+                    text("The key's quota, e.g. `\"api-key\";q=600;w=60`."),
+                )
+                .header(
+                    "RateLimit",
+                    text("What is left, e.g. `\"api-key\";r=0;t=12`."),
+                );
+        }
+        components
+            .responses
+            .insert(name.to_owned(), RefOr::T(response.build()));
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let talks_to_model = path.ends_with("/response");
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ];
+        for op in operations.into_iter().flatten() {
+            let has_body = op.request_body.is_some();
+            for (status, name, _) in PROBLEMS {
+                let applies = match status {
+                    "413" => has_body,
+                    "502" | "504" => talks_to_model,
+                    _ => true,
+                };
+                if applies {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new(format!("#/components/responses/{name}")))
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// The External API's routes and its OpenAPI document.
 fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    OpenApiRouter::with_openapi(doc)
+    let (router, mut doc) = OpenApiRouter::with_openapi(doc)
         .merge(me::router())
         .merge(agent::router())
         .merge(api_key::router())
@@ -107,7 +191,9 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
         .merge(file::router(settings.max_file_bytes))
         .merge(data_source_collection::router())
         .merge(task_workspace::router())
-        .split_for_parts()
+        .split_for_parts();
+    document_errors(&mut doc);
+    (router, doc)
 }
 
 /// `GET /healthz`: the process is up.

@@ -9,6 +9,7 @@ mod files;
 mod helpers;
 mod key_lifecycle;
 mod model_server;
+mod openapi;
 mod process;
 mod rate_limits;
 mod realtime;

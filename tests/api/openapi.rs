@@ -1,0 +1,80 @@
+//! The OpenAPI document is generated from the router; this keeps it from changing
+//! unnoticed. After an intended change: `UPDATE_SNAPSHOTS=1 cargo test openapi`.
+//! `.ci/run` also checks the snapshot with openapi-spec-validator.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
+
+#[tokio::test]
+async fn the_openapi_document_matches_its_snapshot() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &served).unwrap();
+    }
+    let stored = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        stored == served,
+        "the OpenAPI document changed; review it and run UPDATE_SNAPSHOTS=1 cargo test openapi"
+    );
+}
+
+#[tokio::test]
+async fn every_api_operation_declares_both_headers_and_its_refusals() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["ApiKey"]["name"],
+        "X-Api-Key"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["OrgId"]["name"],
+        "X-Org-Id"
+    );
+    assert_eq!(
+        doc["security"],
+        serde_json::json!([{"ApiKey": [], "OrgId": []}]),
+        "both, together"
+    );
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            for status in ["400", "401", "403", "404", "429", "500"] {
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(
+                    op["responses"]["413"].is_object(),
+                    "{method} {path} lacks 413"
+                );
+            }
+        }
+    }
+    assert!(operations >= 25, "{operations}");
+}
