@@ -1085,6 +1085,8 @@ impl Store for SqliteStore {
     }
 
     async fn forget_files(&self, ids: &[Uuid]) -> StoreResult<()> {
+        // Maintenance across organizations: these ids come from `expired_files`, never from
+        // a request.
         let mut tx = self.begin().await?;
         for id in ids {
             sqlx::query("DELETE FROM files WHERE id = ?")
@@ -1129,6 +1131,8 @@ impl Store for SqliteStore {
         secret: &KeyDigest,
         now: Timestamp,
     ) -> StoreResult<RealtimeSession> {
+        // Looked up by id alone: the session names its organization, and the secret, checked
+        // below, is what authenticates the caller.
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "SELECT id, org_id, agent_id, conversation_id, continues, secret_digest, key_id, key_name, \
