@@ -9,6 +9,7 @@ mod audit_log;
 mod connection;
 mod conversation;
 mod data_source_collection;
+mod docs;
 mod file;
 mod me;
 mod named;
@@ -314,6 +315,7 @@ pub fn app(state: AppState) -> Router {
             "/realtime/{session_id}",
             axum::routing::get(realtime::connect),
         )
+        .merge(docs::router())
         .route(
             "/openapi.json",
             axum::routing::get(move || {

@@ -5,6 +5,7 @@ mod agents;
 mod api_keys;
 mod authentication;
 mod conversations;
+mod docs;
 mod files;
 mod helpers;
 mod key_lifecycle;
