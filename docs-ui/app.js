@@ -199,7 +199,10 @@ async function renderReference() {
     }
   }
   const sections = [el("p", { text: doc.info.description || "" })];
-  for (const [tag, ops] of byTag) {
+  // The calling key first: it is the request to try before any other.
+  const tags = [...byTag.keys()].sort((a, b) => (b === "Me") - (a === "Me"));
+  for (const tag of tags) {
+    const ops = byTag.get(tag);
     const section = el("section", { class: "tag" }, el("h2", { text: tag }));
     for (const [path, method, op] of ops) section.append(operationView(doc, path, method, op));
     sections.push(section);
