@@ -37,8 +37,10 @@ const CSV_HEADER: &str =
         ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25); JSON only"),
     ),
     responses(
-        (status = 200, body = List<AuditRecord>, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/csv", description = "Every matching record"),
+        (status = 200, description = "A page of records, or with `Accept: text/csv` every matching record", content(
+            (List<AuditRecord> = "application/json"),
+            (String = "text/csv"),
+        )),
     ),
 )]
 async fn list_audit(

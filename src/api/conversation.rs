@@ -124,8 +124,10 @@ pub(crate) async fn thread(
     params(("agentId" = Uuid, Path)),
     request_body = NewMessage,
     responses(
-        (status = 200, body = AgentResponse, content_type = "application/json"),
-        (status = 200, body = String, content_type = "text/event-stream", description = "The answer as server-sent events"),
+        (status = 200, description = "The answer, or with `Accept: text/event-stream` the answer as server-sent events", content(
+            (AgentResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
     ),
 )]
 async fn respond(
