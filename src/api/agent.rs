@@ -81,8 +81,8 @@ impl AgentInput {
     get, path = "/api/v1/Agent", tag = "Agent",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the name or description"),
-        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
-        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Agent>)),
 )]

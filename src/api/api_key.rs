@@ -121,8 +121,8 @@ fn actor(caller: &Caller) -> Actor {
     get, path = "/api/v1/ApiKey", tag = "ApiKey",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
-        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
-        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<KeyRecord>)),
 )]

@@ -33,8 +33,8 @@ const CSV_HEADER: &str =
         ("From" = Option<String>, Query, description = "Only records at or after this RFC 3339 time"),
         ("To" = Option<String>, Query, description = "Only records before this RFC 3339 time"),
         ("Action" = Option<String>, Query, description = "Only records of this action, such as `api_key.created`"),
-        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0); JSON only"),
-        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25); JSON only"),
+        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0); JSON only"),
+        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25); JSON only"),
     ),
     responses(
         (status = 200, description = "A page of records, or with `Accept: text/csv` every matching record", content(

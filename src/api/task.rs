@@ -85,9 +85,9 @@ impl TaskInput {
     get, path = "/api/v1/Task", tag = "Task",
     params(
         ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
-        ("Status" = Option<String>, Query, description = "Only tasks with this status: open, in_progress, done or cancelled"),
-        ("Offset" = Option<i64>, Query, description = "Items to skip (default 0)"),
-        ("Limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 25)"),
+        ("Status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
+        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Task>)),
 )]
