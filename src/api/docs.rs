@@ -1,6 +1,8 @@
 //! `/docs`: the interactive reference and the guides, served from the binary. Nothing is
 //! loaded from outside this server, and the Content-Security-Policy says so to the browser.
 
+use std::sync::LazyLock;
+
 use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -50,18 +52,54 @@ async fn style() -> Response {
     page("text/css; charset=utf-8", STYLE)
 }
 
-fn guide_text(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "getting-started" => include_str!("../../docs-ui/guides/getting-started.html"),
-        "authentication" => include_str!("../../docs-ui/guides/authentication.html"),
-        "errors" => include_str!("../../docs-ui/guides/errors.html"),
-        "clients" => include_str!("../../docs-ui/guides/clients.html"),
-        _ => return None,
-    })
+const LAYOUT: &str = include_str!("../../docs-ui/guide-layout.html");
+
+/// Each guide's content, with the title its page shows.
+const GUIDES: [(&str, &str, &str); 4] = [
+    (
+        "getting-started",
+        "Getting started",
+        include_str!("../../docs-ui/guides/getting-started.html"),
+    ),
+    (
+        "authentication",
+        "Authentication",
+        include_str!("../../docs-ui/guides/authentication.html"),
+    ),
+    (
+        "errors",
+        "Paging and errors",
+        include_str!("../../docs-ui/guides/errors.html"),
+    ),
+    (
+        "clients",
+        "Typed clients",
+        include_str!("../../docs-ui/guides/clients.html"),
+    ),
+];
+
+/// The guide pages, laid out once.
+static PAGES: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
+    GUIDES
+        .iter()
+        .map(|(name, title, content)| {
+            let page = LAYOUT
+                .replace("{{title}}", title)
+                .replace("{{content}}", content);
+            (*name, page)
+        })
+        .collect()
+});
+
+fn guide_page(name: &str) -> Option<&'static str> {
+    PAGES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, page)| page.as_str())
 }
 
 async fn guide(Path(name): Path<String>) -> Response {
-    match guide_text(&name) {
+    match guide_page(&name) {
         Some(text) => page(HTML, text),
         None => ApiError::not_found().into_response(),
     }
@@ -69,7 +107,7 @@ async fn guide(Path(name): Path<String>) -> Response {
 
 /// Where the `type` of every problem document points.
 async fn errors() -> Response {
-    page(HTML, guide_text("errors").expect("the errors guide exists"))
+    page(HTML, guide_page("errors").expect("the errors guide exists"))
 }
 
 pub fn router() -> Router<AppState> {
