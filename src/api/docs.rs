@@ -15,7 +15,6 @@ use crate::AppState;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const INDEX: &str = include_str!("../../docs-ui/index.html");
 const SCRIPT: &str = include_str!("../../docs-ui/app.js");
 const STYLE: &str = include_str!("../../docs-ui/app.css");
 
@@ -41,7 +40,7 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 const HTML: &str = "text/html; charset=utf-8";
 
 async fn index() -> Response {
-    page(HTML, INDEX)
+    page(HTML, &REFERENCE)
 }
 
 async fn script() -> Response {
@@ -52,7 +51,26 @@ async fn style() -> Response {
     page("text/css; charset=utf-8", STYLE)
 }
 
-const LAYOUT: &str = include_str!("../../docs-ui/guide-layout.html");
+/// Every page's frame: head, navigation, then what the page adds.
+const LAYOUT: &str = include_str!("../../docs-ui/layout.html");
+/// The reference's credentials panel, then `<!-- main -->`, then its main element.
+const REFERENCE_PARTS: &str = include_str!("../../docs-ui/reference.html");
+
+fn lay_out(title: &str, head: &str, header: &str, main: &str) -> String {
+    LAYOUT
+        .replace("{{title}}", title)
+        .replace("{{head}}", head)
+        .replace("{{header}}", header)
+        .replace("{{main}}", main)
+}
+
+static REFERENCE: LazyLock<String> = LazyLock::new(|| {
+    let (panel, main) = REFERENCE_PARTS
+        .split_once("<!-- main -->\n")
+        .expect("reference.html marks where its main element starts");
+    let script = "<script src=\"/docs/app.js\" defer></script>\n";
+    lay_out("Reference", script, panel, main)
+});
 
 /// Each guide's content, with the title its page shows.
 const GUIDES: [(&str, &str, &str); 4] = [
@@ -83,10 +101,8 @@ static PAGES: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
     GUIDES
         .iter()
         .map(|(name, title, content)| {
-            let page = LAYOUT
-                .replace("{{title}}", title)
-                .replace("{{content}}", content);
-            (*name, page)
+            let main = format!("<main><article class=\"guide\">\n{content}</article></main>");
+            (*name, lay_out(title, "", "", &main))
         })
         .collect()
 });
