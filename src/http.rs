@@ -296,7 +296,7 @@ impl Params {
         let mut number =
             |name: &str, default: i64, min: i64, max: i64, msg: &str| match self.get(name) {
                 None => default,
-                Some(v) => match v.trim().parse::<i64>() {
+                Some(v) => match v.parse::<i64>() {
                     Ok(n) if (min..=max).contains(&n) => n,
                     _ => {
                         errors.add(name, msg);
@@ -308,8 +308,8 @@ impl Params {
             "Offset",
             0,
             0,
-            i64::MAX,
-            "must be a whole number, 0 or more",
+            MAX_OFFSET,
+            "must be a whole number from 0 to 1000000000",
         );
         let limit = number("Limit", 25, 1, 100, "must be a whole number from 1 to 100");
         Page { offset, limit }
@@ -317,7 +317,7 @@ impl Params {
 
     /// An RFC 3339 time such as `2026-11-28T09:30:00Z`.
     pub fn time(&self, name: &str, errors: &mut FieldErrors) -> Option<Timestamp> {
-        let v = self.text(name)?;
+        let v = self.get(name)?;
         let t = Timestamp::parse(v);
         if t.is_none() {
             errors.add(
@@ -328,6 +328,9 @@ impl Params {
         t
     }
 }
+
+/// The deepest a list can be paged; far beyond any list a client reads page by page.
+pub const MAX_OFFSET: i64 = 1_000_000_000;
 
 /// Validation messages collected by field, answered together as one `validation_error`.
 #[derive(Debug, Default)]
@@ -341,13 +344,16 @@ impl FieldErrors {
             .push(message.into());
     }
 
-    /// Checks the length of a text field that was sent (in characters), and that it holds
-    /// no control characters other than line breaks and tabs.
+    /// Checks the length of a text field that was sent (in characters), that it holds no
+    /// control characters other than line breaks and tabs, and, when it may not be empty,
+    /// that it is not blank either.
     pub fn text(&mut self, field: &str, value: Option<&str>, min: usize, max: usize) {
         let Some(v) = value else { return };
         let n = v.chars().count();
         if n < min || n > max {
             self.add(field, format!("must be {min} to {max} characters long"));
+        } else if min > 0 && v.trim().is_empty() {
+            self.add(field, "must not be blank");
         }
         if v.chars()
             .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
@@ -380,6 +386,9 @@ impl FieldErrors {
 /// A request body: which fields it has, so unknown and server-owned ones are named back.
 pub trait RequestBody: DeserializeOwned {
     const FIELDS: &'static [&'static str];
+    /// Fields that may be sent as `null`; any other field sent as `null` is refused, so a
+    /// body never means something other than what the document says.
+    const NULLABLE: &'static [&'static str] = &[];
 }
 
 /// Fields the server sets itself; a client sending one is told so by name.
@@ -394,6 +403,16 @@ const SERVER_OWNED: [&str; 9] = [
     "key",
     "replacedBy",
 ];
+
+/// For a field whose `null` means something (go back to the default): `None` when the
+/// field is left out, `Some(None)` when it is sent as `null`. Use with `#[serde(default)]`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
 
 /// A JSON body of at most 1 MiB, refused with the name of any field that does not belong.
 pub struct ApiJson<T>(pub T);
@@ -411,6 +430,15 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
                 ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
             }
         })
+}
+
+/// A field name the client sent, as an error may name it back: never a key, never long.
+pub fn field_label(name: &str) -> String {
+    if looks_like_key(name) {
+        "[redacted]".to_owned()
+    } else {
+        name.chars().take(64).collect()
+    }
 }
 
 /// Parses a JSON object into `T`, naming every field that does not belong.
@@ -432,15 +460,14 @@ fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     };
     let mut errors = FieldErrors::default();
-    for name in object.keys() {
+    for (name, value) in object {
         if T::FIELDS.contains(&name.as_str()) {
+            if value.is_null() && !T::NULLABLE.contains(&name.as_str()) {
+                errors.add(name, "must not be null; leave the field out instead");
+            }
             continue;
         }
-        let field: String = if looks_like_key(name) {
-            "[redacted]".to_owned()
-        } else {
-            name.chars().take(64).collect()
-        };
+        let field = field_label(name);
         if SERVER_OWNED.contains(&name.as_str()) {
             errors.add(&field, "is set by the server and cannot be sent");
         } else {
@@ -464,7 +491,8 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// A JSON body that may be left out entirely; when sent, it is checked like [`ApiJson`].
+/// A JSON body that may be left out entirely (or sent as `null`); when sent, it is checked
+/// like [`ApiJson`].
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OptionalJson<T> {
@@ -472,7 +500,8 @@ impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OptionalJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(request, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
             return Ok(OptionalJson(None));
         }
         Ok(OptionalJson(Some(parse_body(&bytes)?)))

@@ -21,31 +21,83 @@ const DESCRIPTION_MAX: usize = 2_000;
 const INSTRUCTIONS_MAX: usize = 32_000;
 const MODEL_MAX: usize = 200;
 
-/// The fields of an agent a client sets. On update, omitted fields keep their value.
+/// An agent to create.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentInput {
-    /// 1 to 100 characters.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAgent {
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        example = "Support triage"
+    )]
     pub name: Option<String>,
     /// Up to 2,000 characters.
+    #[schema(nullable = false, max_length = 2000)]
     pub description: Option<String>,
     /// The system prompt the agent answers with; up to 32,000 characters.
+    #[schema(nullable = false, max_length = 32000)]
     pub instructions: Option<String>,
-    /// The model to use instead of the server's default; `null` to use the default.
+    /// The model to use instead of the server's default; left out or `null` for the default.
+    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
 }
 
-impl RequestBody for AgentInput {
-    const FIELDS: &'static [&'static str] = &["name", "description", "instructions", "model"];
+impl RequestBody for NewAgent {
+    const FIELDS: &'static [&'static str] = AgentUpdate::FIELDS;
+    const NULLABLE: &'static [&'static str] = AgentUpdate::NULLABLE;
 }
 
-impl AgentInput {
-    fn validate(&self, creating: bool) -> Result<()> {
+/// Changes to an agent: fields left out keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentUpdate {
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        example = "Support triage"
+    )]
+    pub name: Option<String>,
+    /// Up to 2,000 characters.
+    #[schema(nullable = false, max_length = 2000)]
+    pub description: Option<String>,
+    /// The system prompt the agent answers with; up to 32,000 characters.
+    #[schema(nullable = false, max_length = 32000)]
+    pub instructions: Option<String>,
+    /// The model to use instead of the server's default; `null` to go back to the default.
+    #[serde(default, deserialize_with = "crate::http::present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub model: Option<Option<String>>,
+}
+
+impl RequestBody for AgentUpdate {
+    const FIELDS: &'static [&'static str] = &["name", "description", "instructions", "model"];
+    const NULLABLE: &'static [&'static str] = &["model"];
+}
+
+impl From<NewAgent> for AgentUpdate {
+    fn from(new: NewAgent) -> Self {
+        AgentUpdate {
+            name: new.name,
+            description: new.description,
+            instructions: new.instructions,
+            model: Some(new.model),
+        }
+    }
+}
+
+impl AgentUpdate {
+    /// Checks every field sent and applies them to `agent`.
+    fn apply(self, agent: &mut Agent, creating: bool) -> Result<()> {
         let mut errors = FieldErrors::default();
         if creating {
             errors.required("name", &self.name);
         }
-        errors.text("name", self.name.as_deref().map(str::trim), 1, NAME_MAX);
+        errors.text("name", self.name.as_deref(), 1, NAME_MAX);
         errors.text(
             "description",
             self.description.as_deref(),
@@ -58,11 +110,13 @@ impl AgentInput {
             0,
             INSTRUCTIONS_MAX,
         );
-        errors.text("model", self.model.as_deref(), 1, MODEL_MAX);
-        errors.check()
-    }
-
-    fn apply(self, agent: &mut Agent) {
+        errors.text(
+            "model",
+            self.model.as_ref().and_then(Option::as_deref),
+            1,
+            MODEL_MAX,
+        );
+        errors.check()?;
         if let Some(name) = self.name {
             agent.name = name.trim().to_owned();
         }
@@ -72,7 +126,10 @@ impl AgentInput {
         if let Some(i) = self.instructions {
             agent.instructions = i;
         }
-        agent.model = self.model.or(agent.model.take());
+        if let Some(model) = self.model {
+            agent.model = model;
+        }
+        Ok(())
     }
 }
 
@@ -81,7 +138,7 @@ impl AgentInput {
     get, path = "/api/v1/Agent", tag = "Agent",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the name or description"),
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Agent>)),
@@ -104,15 +161,14 @@ async fn list_agents(
 /// Create an agent.
 #[utoipa::path(
     post, path = "/api/v1/Agent", tag = "Agent",
-    request_body = AgentInput,
+    request_body = NewAgent,
     responses((status = 201, body = Agent)),
 )]
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(input): ApiJson<AgentInput>,
+    ApiJson(input): ApiJson<NewAgent>,
 ) -> Result<Response> {
-    input.validate(true)?;
     let now = Timestamp::now();
     let mut agent = Agent {
         id: uuid::Uuid::now_v7(),
@@ -123,7 +179,7 @@ async fn create_agent(
         created_at: now,
         updated_at: now,
     };
-    input.apply(&mut agent);
+    AgentUpdate::from(input).apply(&mut agent, true)?;
     state
         .store
         .create_agent(
@@ -148,16 +204,15 @@ async fn get_agent(
 
 /// Update an agent. Fields left out keep their current value.
 #[utoipa::path(put, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), request_body = AgentInput, responses((status = 200, body = Agent)))]
+    params(("agentId" = uuid::Uuid, Path)), request_body = AgentUpdate, responses((status = 200, body = Agent)))]
 async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
-    ApiJson(input): ApiJson<AgentInput>,
+    ApiJson(input): ApiJson<AgentUpdate>,
 ) -> Result<Response> {
-    input.validate(false)?;
     let mut agent = state.store.get_agent(caller.org_id, id).await?;
-    input.apply(&mut agent);
+    input.apply(&mut agent, false)?;
     agent.updated_at = Timestamp::now();
     state
         .store

@@ -23,20 +23,31 @@ use crate::AppState;
 
 /// A key to create. It is owned by the member who owns the calling key.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewApiKey {
-    /// 1 to 100 printable characters, unique among the organization's live keys.
-    /// Suggested pattern: `<system>-<environment>-<purpose>`, e.g. `crm-prod-sync`.
-    #[schema(example = "crm-prod-sync")]
+    /// 1 to 100 printable characters, not starting or ending with a space, unique among the
+    /// organization's live keys. Suggested pattern: `<system>-<environment>-<purpose>`.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        example = "crm-prod-sync"
+    )]
     pub name: Option<String>,
-    /// `read` (default), `write` or `admin`.
+    /// `read` when left out.
+    #[schema(value_type = Scope, required = false)]
     pub scope: Option<String>,
-    /// `live` (default) or `test`.
+    /// `live` when left out.
+    #[schema(value_type = Environment, required = false)]
     pub environment: Option<String>,
-    /// Lifetime such as `30d` or `12h`; without it the key does not expire.
+    /// Lifetime such as `30d` or `12h`: a whole number from 1 to 999999 and a unit (`s`,
+    /// `m`, `h` or `d`). Without it the key does not expire.
+    #[schema(nullable = false, example = "90d")]
     pub expires_in: Option<String>,
-    /// Requests per minute, 1 to 1,000,000,000; without it the server default applies.
-    pub rate_limit: Option<u32>,
+    /// Requests per minute; without it the server default applies.
+    #[schema(value_type = u32, required = false, minimum = 1, maximum = 1_000_000_000)]
+    pub rate_limit: Option<serde_json::Number>,
 }
 
 impl RequestBody for NewApiKey {
@@ -78,30 +89,37 @@ impl NewApiKey {
                         None
                     }
                 });
-        if let Some(n) = self.rate_limit {
-            if !(1..=MAX_RATE_LIMIT).contains(&n) {
+        // A JSON number: `600` and `600.0` are the same whole number.
+        let rate_limit = self.rate_limit.and_then(|n| {
+            let whole = n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (1.0..=f64::from(MAX_RATE_LIMIT)).contains(f));
+            if whole.is_none() {
                 errors.add(
                     "rateLimit",
                     "must be a whole number of requests per minute from 1 to 1000000000",
                 );
             }
-        }
+            whole.map(|f| f as u32)
+        });
         errors.check()?;
         Ok(KeySpec {
             name,
             environment,
             scope,
             expires_in,
-            rate_limit: self.rate_limit,
+            rate_limit,
         })
     }
 }
 
 /// How long the replaced key keeps working.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Rotation {
-    /// A duration such as `24h` (the default) or `0` to end the old key at once.
-    #[schema(example = "24h")]
+    /// A duration such as `24h` (the default when left out): a whole number from 1 to 999999
+    /// and a unit (`s`, `m`, `h` or `d`), or `0` to end the old key at once.
+    #[schema(nullable = false, example = "24h")]
     pub grace: Option<String>,
 }
 
@@ -121,7 +139,7 @@ fn actor(caller: &Caller) -> Actor {
     get, path = "/api/v1/ApiKey", tag = "ApiKey",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<KeyRecord>)),

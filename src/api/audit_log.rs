@@ -30,10 +30,10 @@ const CSV_HEADER: &str =
 #[utoipa::path(
     get, path = "/api/v1/AuditLog", tag = "AuditLog",
     params(
-        ("From" = Option<String>, Query, description = "Only records at or after this RFC 3339 time"),
-        ("To" = Option<String>, Query, description = "Only records before this RFC 3339 time"),
+        ("From" = Option<String>, Query, format = DateTime, description = "Only records at or after this RFC 3339 time"),
+        ("To" = Option<String>, Query, format = DateTime, description = "Only records before this RFC 3339 time"),
         ("Action" = Option<String>, Query, description = "Only records of this action, such as `api_key.created`"),
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0); JSON only"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0); JSON only"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25); JSON only"),
     ),
     responses(

@@ -19,16 +19,28 @@ use crate::AppState;
 
 /// A connection to create.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewConnection {
-    /// 1 to 100 characters.
-    #[schema(example = "Support desk")]
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        example = "Support desk"
+    )]
     pub name: Option<String>,
     /// The kind of system: 1 to 50 lowercase letters, digits, `_` or `-`, e.g. `zendesk`.
     #[serde(rename = "type")]
-    #[schema(example = "zendesk")]
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9_-]{1,50}$",
+        example = "zendesk"
+    )]
     pub kind: Option<String>,
-    /// `private` (the default) or `shared`.
+    /// `private` when left out.
+    #[schema(value_type = Visibility, required = false)]
     pub visibility: Option<String>,
 }
 
@@ -47,7 +59,7 @@ fn valid_kind(kind: &str) -> bool {
 #[utoipa::path(
     get, path = "/api/v1/Connection", tag = "Connection",
     params(
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Connection>)),
@@ -82,7 +94,7 @@ async fn create_connection(
     let mut errors = FieldErrors::default();
     errors.required("name", &input.name);
     errors.required("type", &input.kind);
-    let name = input.name.as_deref().map(str::trim);
+    let name = input.name.as_deref();
     errors.text("name", name, 1, 100);
     if input.kind.as_deref().is_some_and(|k| !valid_kind(k)) {
         errors.add("type", "must be 1 to 50 lowercase letters, digits, _ or -");
@@ -98,7 +110,7 @@ async fn create_connection(
     let now = Timestamp::now();
     let connection = Connection {
         id: uuid::Uuid::now_v7(),
-        name: name.unwrap_or_default().to_owned(),
+        name: name.unwrap_or_default().trim().to_owned(),
         kind: input.kind.unwrap_or_default(),
         visibility,
         created_by: caller.key().created_by,

@@ -22,7 +22,7 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
-use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole};
+use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole, StoreError};
 use crate::AppState;
 
 const MESSAGE_MAX: usize = 32_000;
@@ -30,14 +30,22 @@ const FILES_MAX: usize = 10;
 
 /// A message to an agent.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMessage {
-    /// 1 to 32,000 characters.
-    #[schema(example = "Summarise yesterday's tickets")]
+    /// 1 to 32,000 characters, not blank.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 32000,
+        example = "Summarise yesterday's tickets"
+    )]
     pub message: Option<String>,
     /// Continue this conversation (with the same agent); without it a new one starts.
+    #[schema(nullable = false)]
     pub conversation_id: Option<Uuid>,
     /// Up to 10 of the organization's unexpired files, given to the agent as context.
+    #[schema(nullable = false, max_items = 10)]
     pub file_ids: Option<Vec<Uuid>>,
 }
 
@@ -92,13 +100,21 @@ pub(crate) async fn thread(
             history: Vec::new(),
         });
     };
+    let unknown = || {
+        crate::api::missing_reference(
+            "conversationId does not name a conversation of this organization with this agent.",
+        )
+    };
     let Conversation {
         agent_id: owner,
         messages,
         ..
-    } = state.store.get_conversation(org_id, id).await?;
+    } = match state.store.get_conversation(org_id, id).await {
+        Err(StoreError::NotFound) => return Err(unknown()),
+        other => other?,
+    };
     if owner != agent_id {
-        return Err(ApiError::not_found());
+        return Err(unknown());
     }
     let history = messages
         .into_iter()
@@ -178,11 +194,20 @@ async fn respond(
 
 /// The organization's unexpired files, for the provider: text files with their text, others
 /// by name and type. Any other id is not found.
+fn unknown_file() -> ApiError {
+    crate::api::missing_reference(
+        "fileIds names a file that does not exist, has expired, or is not this organization's.",
+    )
+}
+
 async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<Vec<Attachment>> {
     let now = Timestamp::now();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let file = state.store.get_file(org_id, id, now).await?;
+        let file = match state.store.get_file(org_id, id, now).await {
+            Err(StoreError::NotFound) => return Err(unknown_file()),
+            other => other?,
+        };
         let text = if crate::files::is_text(&file.content_type, &file.name) {
             // Swept between the lookup and the read: as gone as if it had expired first.
             Some(
@@ -190,7 +215,7 @@ async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<V
                     .files
                     .read_text(id)
                     .await
-                    .map_err(|_| ApiError::not_found())?,
+                    .map_err(|_| unknown_file())?,
             )
         } else {
             None

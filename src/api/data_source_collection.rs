@@ -17,7 +17,7 @@ use crate::AppState;
 #[utoipa::path(
     get, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
     params(
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Named>)),

@@ -19,7 +19,8 @@ use crate::store::StoredFile;
 use crate::AppState;
 
 /// The multipart form of an upload.
-#[derive(ToSchema)]
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct FileUpload {
     /// The file, in a part named `file`; its filename and content type are kept.
@@ -32,6 +33,14 @@ fn unreadable(e: impl std::fmt::Display) -> ApiError {
     ApiError::invalid(
         "file",
         "send a multipart/form-data body with the file in a part named file",
+    )
+}
+
+/// A part other than the one file: refused by name, so a client learns what was ignored.
+fn extra_part(name: Option<&str>) -> ApiError {
+    ApiError::invalid(
+        &crate::http::field_label(name.unwrap_or("")),
+        "is not a part of this request: send only the file, in a part named file",
     )
 }
 
@@ -69,19 +78,18 @@ async fn upload(
 ) -> Result<Response> {
     let mut multipart = multipart.map_err(unreadable)?;
     let max = state.settings.max_file_bytes;
-    let field = loop {
-        match multipart.next_field().await {
-            Ok(Some(f)) if f.name() == Some("file") => break f,
-            Ok(Some(_)) => continue,
-            Ok(None) => {
-                return Err(ApiError::invalid(
-                    "file",
-                    "is required: send it in a multipart part named file",
-                ))
-            }
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(max)),
-            Err(e) => return Err(unreadable(e)),
+    // The one part is the file; anything else is named back.
+    let field = match multipart.next_field().await {
+        Ok(Some(f)) if f.name() == Some("file") => f,
+        Ok(Some(f)) => return Err(extra_part(f.name())),
+        Ok(None) => {
+            return Err(ApiError::invalid(
+                "file",
+                "is required: send it in a multipart part named file",
+            ))
         }
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large(max)),
+        Err(e) => return Err(unreadable(e)),
     };
     let id = Uuid::now_v7();
     let name = clean_name(field.file_name());
@@ -90,7 +98,15 @@ async fn upload(
         .filter(|c| !c.is_empty() && c.len() <= 255)
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let size = match save(&state, id, field, max).await {
+    let saved = match save(&state, id, field, max).await {
+        Ok(size) => match multipart.next_field().await {
+            Ok(None) => Ok(size),
+            Ok(Some(f)) => Err(extra_part(f.name())),
+            Err(e) => Err(unreadable(e)),
+        },
+        Err(e) => Err(e),
+    };
+    let size = match saved {
         Ok(size) => size,
         Err(e) => {
             state.files.remove(id).await;

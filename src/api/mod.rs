@@ -7,6 +7,7 @@ mod agent;
 mod api_key;
 mod audit_log;
 mod connection;
+mod contract;
 mod conversation;
 mod data_source_collection;
 mod docs;
@@ -92,12 +93,19 @@ impl Modify for SecurityAddon {
     }
 }
 
+/// A 404 for an id in the body rather than the path: the same for an object that does not
+/// exist and for another organization's, and naming the field so the caller knows which.
+pub(crate) fn missing_reference(detail: &'static str) -> ApiError {
+    ApiError::with_detail(crate::error::Code::NotFound, detail)
+}
+
 /// The problem answers every operation can give, named once in `components.responses`.
-const PROBLEMS: [(&str, &str, &str); 10] = [
+const PROBLEMS: [(&str, &str, &str); 11] = [
     ("400", "BadRequest", "Not valid: `validation_error` (with `errors` by field or parameter), `invalid_json`, or `credentials_in_url`."),
     ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
     ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
     ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
+    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use or a key already rotated."),
     ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
     ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),
     ("500", "InternalError", "`internal_error`: the server could not complete the request."),
@@ -155,11 +163,14 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.patch,
             &mut item.head,
         ];
-        for op in operations.into_iter().flatten() {
+        let writes = [false, true, true, true, true, false];
+        for (op, writes) in operations.into_iter().zip(writes) {
+            let Some(op) = op else { continue };
             let has_body = op.request_body.is_some();
             for (status, name, _) in PROBLEMS {
                 let applies = match status {
                     "413" => has_body,
+                    "409" => writes,
                     "502" | "504" => talks_to_model,
                     _ => true,
                 };
@@ -194,6 +205,7 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
         .merge(task_workspace::router())
         .split_for_parts();
     document_errors(&mut doc);
+    contract::complete(&mut doc);
     (router, doc)
 }
 
@@ -287,7 +299,7 @@ fn cors(state: &AppState) -> CorsLayer {
 /// The whole application: API, documents, health, metrics, and the shared middleware.
 pub fn app(state: AppState) -> Router {
     let (api, doc) = api(&state.settings);
-    let doc = std::sync::Arc::new(doc);
+    let doc = axum::body::Bytes::from(contract::to_json(&doc));
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             HeaderName::from_static("x-api-key"),
@@ -320,7 +332,7 @@ pub fn app(state: AppState) -> Router {
             "/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move { Json(doc.as_ref().clone()) }
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .fallback(unknown_api_path)

@@ -17,12 +17,19 @@ use crate::AppState;
 
 /// An object to create: a name and a description.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewNamed {
-    /// 1 to 100 characters.
-    #[schema(example = "Support escalations")]
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        example = "Support escalations"
+    )]
     pub name: Option<String>,
     /// Up to 2,000 characters.
+    #[schema(nullable = false, max_length = 2000)]
     pub description: Option<String>,
 }
 
@@ -53,14 +60,13 @@ pub async fn create(
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
     errors.required("name", &input.name);
-    let name = input.name.as_deref().map(str::trim);
-    errors.text("name", name, 1, 100);
+    errors.text("name", input.name.as_deref(), 1, 100);
     errors.text("description", input.description.as_deref(), 0, 2_000);
     errors.check()?;
     let now = Timestamp::now();
     let object = Named {
         id: uuid::Uuid::now_v7(),
-        name: name.unwrap_or_default().to_owned(),
+        name: input.name.as_deref().unwrap_or_default().trim().to_owned(),
         description: input.description.unwrap_or_default(),
         created_at: now,
         updated_at: now,

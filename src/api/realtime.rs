@@ -33,9 +33,10 @@ const IDLE: Duration = Duration::from_secs(300);
 
 /// Options for a realtime session.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewRealtimeSession {
     /// Continue this conversation (with the same agent); without it a new one starts.
+    #[schema(nullable = false)]
     pub conversation_id: Option<Uuid>,
 }
 

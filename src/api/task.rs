@@ -12,36 +12,82 @@ use uuid::Uuid;
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
 use crate::clock::Timestamp;
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
-use crate::store::{Task, TaskFilter, TaskStatus};
+use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
 use crate::AppState;
 
 const TITLE_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;
 
-/// The fields of a task a client sets. On update, omitted fields keep their value.
+/// A task to create.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskInput {
-    /// The workspace, one of the organization's own; required on create.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTask {
+    /// The workspace, one of the organization's own.
+    #[schema(required = true, nullable = false)]
     pub workspace_id: Option<Uuid>,
-    /// 1 to 200 characters; required on create.
-    #[schema(example = "Call back the customer")]
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "Call back the customer"
+    )]
     pub title: Option<String>,
     /// Up to 10,000 characters.
+    #[schema(nullable = false, max_length = 10000)]
     pub description: Option<String>,
-    /// `open` (the default), `in_progress`, `done` or `cancelled`.
+    /// `open` when left out.
+    #[schema(value_type = TaskStatus, required = false)]
     pub status: Option<String>,
 }
 
-impl RequestBody for TaskInput {
+impl RequestBody for NewTask {
+    const FIELDS: &'static [&'static str] = TaskUpdate::FIELDS;
+}
+
+/// Changes to a task: fields left out keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskUpdate {
+    /// Moves the task to another of the organization's workspaces.
+    #[schema(nullable = false)]
+    pub workspace_id: Option<Uuid>,
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "Call back the customer"
+    )]
+    pub title: Option<String>,
+    /// Up to 10,000 characters.
+    #[schema(nullable = false, max_length = 10000)]
+    pub description: Option<String>,
+    #[schema(value_type = TaskStatus, required = false)]
+    pub status: Option<String>,
+}
+
+impl RequestBody for TaskUpdate {
     const FIELDS: &'static [&'static str] = &["workspaceId", "title", "description", "status"];
+}
+
+impl From<NewTask> for TaskUpdate {
+    fn from(new: NewTask) -> Self {
+        TaskUpdate {
+            workspace_id: new.workspace_id,
+            title: new.title,
+            description: new.description,
+            status: new.status,
+        }
+    }
 }
 
 const STATUS_MESSAGE: &str = "must be open, in_progress, done or cancelled";
 
-impl TaskInput {
+impl TaskUpdate {
     /// Validates the input and applies it to `task`.
     fn apply(self, task: &mut Task, creating: bool) -> Result<()> {
         let mut errors = FieldErrors::default();
@@ -49,8 +95,7 @@ impl TaskInput {
             errors.required("workspaceId", &self.workspace_id);
             errors.required("title", &self.title);
         }
-        let title = self.title.as_deref().map(str::trim);
-        errors.text("title", title, 1, TITLE_MAX);
+        errors.text("title", self.title.as_deref(), 1, TITLE_MAX);
         errors.text(
             "description",
             self.description.as_deref(),
@@ -67,8 +112,8 @@ impl TaskInput {
         if let Some(w) = self.workspace_id {
             task.workspace_id = w;
         }
-        if let Some(t) = title {
-            task.title = t.to_owned();
+        if let Some(t) = self.title {
+            task.title = t.trim().to_owned();
         }
         if let Some(d) = self.description {
             task.description = d;
@@ -80,13 +125,24 @@ impl TaskInput {
     }
 }
 
+/// The store answers "not found" for a task's workspace that is not the organization's own;
+/// the answer says which id that was.
+fn unknown_workspace(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => crate::api::missing_reference(
+            "workspaceId does not name a workspace of this organization.",
+        ),
+        e => e.into(),
+    }
+}
+
 /// List the organization's tasks, oldest first, optionally by workspace and status.
 #[utoipa::path(
     get, path = "/api/v1/Task", tag = "Task",
     params(
         ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
         ("Status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
-        ("Offset" = Option<i64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
         ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
     ),
     responses((status = 200, body = List<Task>)),
@@ -98,14 +154,14 @@ async fn list_tasks(
 ) -> Result<Json<List<Task>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
-    let workspace_id = params.text("WorkspaceId").and_then(|w| {
+    let workspace_id = params.get("WorkspaceId").and_then(|w| {
         let parsed = Uuid::try_parse(w).ok();
         if parsed.is_none() {
             errors.add("WorkspaceId", "must be a workspace id (a UUID)");
         }
         parsed
     });
-    let status = params.text("Status").and_then(|s| {
+    let status = params.get("Status").and_then(|s| {
         let parsed = TaskStatus::parse(s);
         if parsed.is_none() {
             errors.add("Status", STATUS_MESSAGE);
@@ -124,13 +180,13 @@ async fn list_tasks(
 /// Create a task in one of the organization's workspaces.
 #[utoipa::path(
     post, path = "/api/v1/Task", tag = "Task",
-    request_body = TaskInput,
+    request_body = NewTask,
     responses((status = 201, body = Task)),
 )]
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(input): ApiJson<TaskInput>,
+    ApiJson(input): ApiJson<NewTask>,
 ) -> Result<Response> {
     let now = Timestamp::now();
     let mut task = Task {
@@ -142,11 +198,12 @@ async fn create_task(
         created_at: now,
         updated_at: now,
     };
-    input.apply(&mut task, true)?;
+    TaskUpdate::from(input).apply(&mut task, true)?;
     state
         .store
         .create_task(caller.org_id, &task, caller.audit("task.created", task.id))
-        .await?;
+        .await
+        .map_err(unknown_workspace)?;
     Ok(audited((StatusCode::CREATED, Json(task))))
 }
 
@@ -168,14 +225,14 @@ async fn get_task(
 #[utoipa::path(
     put, path = "/api/v1/Task/{taskId}", tag = "Task",
     params(("taskId" = Uuid, Path)),
-    request_body = TaskInput,
+    request_body = TaskUpdate,
     responses((status = 200, body = Task)),
 )]
 async fn update_task(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
-    ApiJson(input): ApiJson<TaskInput>,
+    ApiJson(input): ApiJson<TaskUpdate>,
 ) -> Result<Response> {
     let mut task = state.store.get_task(caller.org_id, id).await?;
     input.apply(&mut task, false)?;
@@ -183,7 +240,8 @@ async fn update_task(
     state
         .store
         .update_task(caller.org_id, &task, caller.audit("task.updated", task.id))
-        .await?;
+        .await
+        .map_err(unknown_workspace)?;
     Ok(audited(Json(task)))
 }
 

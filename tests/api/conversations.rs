@@ -180,7 +180,18 @@ async fn conversations_stay_with_their_agent_and_organization() {
             json!({"message": "hi", "conversationId": their_conv}),
         )
         .await;
-    assert_eq!(not_found(r), missing);
+    let theirs = not_found(r);
+    assert!(theirs["detail"]
+        .as_str()
+        .unwrap()
+        .contains("conversationId"));
+    let unknown = json!({"message": "hi", "conversationId": uuid::Uuid::now_v7()});
+    let r = app.post(&path, &a.write, a.org_id, unknown).await;
+    assert_eq!(
+        not_found(r),
+        theirs,
+        "another org's conversation is as unknown as none"
+    );
     let r = app
         .post(
             &format!("/api/v1/Agent/{theirs}/response"),

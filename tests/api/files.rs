@@ -82,7 +82,28 @@ async fn files_are_uploaded_described_and_kept_to_their_organization() {
     let r = upload(&app, &t.write, t.org_id, body)
         .await
         .problem(400, "validation_error");
-    assert!(r["errors"]["file"].is_array());
+    assert!(r["errors"]["other"].is_array(), "{r}");
+    let body = form(&[]);
+    let r = upload(&app, &t.write, t.org_id, body)
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["file"].is_array(), "{r}");
+    // A part beside the file is refused by name, and the file is not kept.
+    let stored = || {
+        std::fs::read_dir(app.dir.path().join("data").join("files"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = stored();
+    let body = form(&[
+        ("file", "a.txt", "text/plain", b"x"),
+        ("note", "n.txt", "text/plain", b"y"),
+    ]);
+    let r = upload(&app, &t.write, t.org_id, body)
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["note"].is_array(), "{r}");
+    assert_eq!(stored(), before);
     let r = app
         .post("/api/v1/File", &t.write, t.org_id, json!({"file": "no"}))
         .await;

@@ -4,6 +4,7 @@ mod abuse;
 mod agents;
 mod api_keys;
 mod authentication;
+mod bodies;
 mod conversations;
 mod docs;
 mod files;

@@ -78,3 +78,37 @@ async fn every_api_operation_declares_both_headers_and_its_refusals() {
     }
     assert!(operations >= 25, "{operations}");
 }
+
+#[tokio::test]
+async fn creates_link_to_the_operations_on_what_they_made() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let links = &doc["paths"]["/api/v1/Agent"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        links["get_agent"],
+        serde_json::json!({"operationId": "get_agent", "parameters": {"agentId": "$response.body#/id"}})
+    );
+    assert!(links["delete_agent"].is_object());
+    // An operation whose body names other objects by id is not a link target.
+    assert!(links.get("respond").is_none(), "{links}");
+    let task = &doc["paths"]["/api/v1/Task"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        task["get_workspace"]["parameters"]["workspaceId"],
+        "$response.body#/workspaceId"
+    );
+    // Free text refuses control characters in the document as on the server.
+    let name = &doc["components"]["schemas"]["NewAgent"]["properties"]["name"];
+    assert!(name["pattern"].as_str().unwrap().contains(r"\u0000"));
+    assert_eq!(
+        doc["components"]["schemas"]["NewAgent"]["required"],
+        serde_json::json!(["name"])
+    );
+}

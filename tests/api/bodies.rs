@@ -1,0 +1,180 @@
+//! Request bodies and parameters mean exactly what the OpenAPI document says: `null` only
+//! where the document allows it, text that may not be empty may not be blank either, whole
+//! numbers however JSON writes them, and typed parameters refused when sent empty.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_field_sent_as_null_is_refused_unless_null_has_a_meaning() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let r = app
+        .post(
+            "/api/v1/Agent",
+            &t.write,
+            t.org_id,
+            json!({"name": "Triage", "description": null}),
+        )
+        .await
+        .problem(400, "validation_error");
+    assert_eq!(
+        r["errors"]["description"][0],
+        "must not be null; leave the field out instead"
+    );
+
+    // An agent's model: null goes back to the server's default.
+    let agent = app
+        .post(
+            "/api/v1/Agent",
+            &t.write,
+            t.org_id,
+            json!({"name": "Triage", "model": "small-1"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(agent["model"], "small-1");
+    let path = format!("/api/v1/Agent/{}", agent["id"].as_str().unwrap());
+    let kept = app
+        .put(&path, &t.write, t.org_id, json!({"name": "Renamed"}))
+        .await
+        .ok(200);
+    assert_eq!(kept["model"], "small-1", "a field left out keeps its value");
+    let cleared = app
+        .put(&path, &t.write, t.org_id, json!({"model": null}))
+        .await
+        .ok(200);
+    assert_eq!(cleared["model"], serde_json::Value::Null);
+    assert_eq!(cleared["name"], "Renamed");
+}
+
+#[tokio::test]
+async fn names_are_not_blank_and_are_kept_without_surrounding_spaces() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for path in [
+        "/api/v1/Agent",
+        "/api/v1/TaskWorkspace",
+        "/api/v1/DataSourceCollection",
+    ] {
+        let r = app
+            .post(path, &t.admin, t.org_id, json!({"name": " \t "}))
+            .await
+            .problem(400, "validation_error");
+        assert_eq!(r["errors"]["name"][0], "must not be blank", "{path}");
+        let made = app
+            .post(path, &t.admin, t.org_id, json!({"name": "  Support  "}))
+            .await
+            .ok(201);
+        assert_eq!(made["name"], "Support", "{path}");
+    }
+    let r = app
+        .post(
+            "/api/v1/Agent",
+            &t.write,
+            t.org_id,
+            json!({"name": "Bell\u{7}"}),
+        )
+        .await
+        .problem(400, "validation_error");
+    assert_eq!(
+        r["errors"]["name"][0],
+        "must not contain control characters"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_a_whole_number_however_json_writes_it() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let key = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "crm-prod-sync", "rateLimit": 600.0}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(key["rateLimit"], 600);
+    for bad in [json!(600.5), json!(0), json!(1_000_000_001), json!("600")] {
+        let r = app
+            .post(
+                "/api/v1/ApiKey",
+                &t.admin,
+                t.org_id,
+                json!({"name": "crm-prod-other", "rateLimit": bad}),
+            )
+            .await
+            .problem(400, "validation_error");
+        assert!(r["errors"]["rateLimit"].is_array(), "{bad}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn durations_follow_one_grammar_with_no_spaces_or_leading_zeros() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for bad in ["0", "0d", "05m", " 30d", "1000000s", "1.5h"] {
+        let r = app
+            .post(
+                "/api/v1/ApiKey",
+                &t.admin,
+                t.org_id,
+                json!({"name": "crm-prod-sync", "expiresIn": bad}),
+            )
+            .await
+            .problem(400, "validation_error");
+        assert!(r["errors"]["expiresIn"].is_array(), "{bad}: {r}");
+    }
+    let key = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "crm-prod-sync", "expiresIn": "999999s"}),
+        )
+        .await
+        .ok(201);
+    // A rotation body of `null` is no body: the default grace period.
+    let rotate = format!("/api/v1/ApiKey/{}/rotate", key["id"].as_str().unwrap());
+    let org = t.org_id.to_string();
+    app.call(
+        reqwest::Method::POST,
+        &rotate,
+        Some(&t.admin),
+        Some(&org),
+        Some(serde_json::Value::Null),
+    )
+    .await
+    .ok(200);
+}
+
+#[tokio::test]
+async fn typed_parameters_sent_empty_or_out_of_range_are_refused() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for (path, name) in [
+        ("/api/v1/Task?WorkspaceId=", "WorkspaceId"),
+        ("/api/v1/Task?Status=", "Status"),
+        ("/api/v1/AuditLog?From=", "From"),
+        ("/api/v1/AuditLog?To=", "To"),
+        ("/api/v1/Agent?Offset=1000000001", "Offset"),
+        ("/api/v1/Agent?Offset=%201", "Offset"),
+    ] {
+        let key = if path.contains("AuditLog") {
+            &t.admin
+        } else {
+            &t.read
+        };
+        let r = app
+            .get(path, key, t.org_id)
+            .await
+            .problem(400, "validation_error");
+        assert!(r["errors"][name].is_array(), "{path}: {r}");
+    }
+    app.get("/api/v1/Agent?Offset=1000000000", &t.read, t.org_id)
+        .await
+        .ok(200);
+}
