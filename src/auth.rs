@@ -134,8 +134,15 @@ impl KeyCache for InMemoryKeyCache {
 pub async fn watch_changes(state: AppState, every: Duration) {
     let mut seen = state.store.generation().await.ok();
     let mut tick = tokio::time::interval(every);
+    let mut emptied = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        // Whatever the announcements and the counter say, no key stays cached for longer
+        // than this.
+        if emptied.elapsed() >= state.settings.key_cache_ttl {
+            state.keys.invalidate_all();
+            emptied = tokio::time::Instant::now();
+        }
         match state.store.generation().await {
             Ok(g) if Some(g) != seen => {
                 if seen.is_some() {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod duration;
 pub mod error;
 pub mod files;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tower::Layer;
 
 use crate::auth::{InMemoryKeyCache, KeyCache};
+use crate::cluster::{Cluster, SharedRateLimiter};
 use crate::metrics::Metrics;
 use crate::provider::{OfflineResponder, Provider};
 use crate::ratelimit::{InMemoryRateLimiter, RateLimiter};
@@ -65,6 +67,11 @@ pub struct Settings {
     pub sweep_every: Duration,
     /// How long a realtime session's one-time secret can be used to connect.
     pub realtime_secret_ttl: Duration,
+    /// A Redis shared by several replicas, for rate limits and key-change announcements.
+    pub redis_url: Option<secrecy::SecretString>,
+    /// The longest a verified key stays cached, whatever else happens: the bound on how
+    /// stale a replica can be if every announcement of a change were lost.
+    pub key_cache_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -84,6 +91,8 @@ impl Default for Settings {
             file_ttl: Duration::from_secs(24 * 3600),
             sweep_every: Duration::from_secs(60),
             realtime_secret_ttl: Duration::from_secs(60),
+            redis_url: None,
+            key_cache_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +118,19 @@ pub struct Shared {
     pub recorder: Recorder,
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
+    /// The Redis the replicas share, when there is one.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+impl Shared {
+    /// Keys were deleted or rotated here: forget verified keys in this replica, and tell
+    /// the others.
+    pub async fn keys_changed(&self) {
+        self.keys.invalidate_all();
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_key_change().await;
+        }
+    }
 }
 
 /// A bound, not yet serving server.
@@ -136,16 +158,26 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
         let files = files::FileStore::open(&settings.data_dir)?;
+        let metrics = Metrics::new();
+        let cluster = match &settings.redis_url {
+            Some(url) => Some(Cluster::open(url, metrics.clone()).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let limiter: Arc<dyn RateLimiter> = match &cluster {
+            Some(c) => Arc::new(SharedRateLimiter::new(Arc::clone(c))),
+            None => Arc::new(InMemoryRateLimiter::default()),
+        };
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store), settings.record_flush);
         let state = AppState(Arc::new(Shared {
             store,
             files,
             provider,
             keys: Arc::new(InMemoryKeyCache::new(100_000)),
-            limiter: Arc::new(InMemoryRateLimiter::default()),
+            limiter,
             recorder,
             settings: Arc::new(settings),
-            metrics: Metrics::new(),
+            metrics,
+            cluster,
         }));
         Ok(Server {
             listener,
@@ -171,6 +203,10 @@ impl Server {
             state.settings.change_poll,
         ));
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let coordinator = state.cluster.clone().map(|cluster| {
+            let keys = Arc::clone(&state.keys);
+            tokio::spawn(cluster.run(move || keys.invalidate_all()))
+        });
         let sweeper = tokio::spawn(files::sweep(
             Arc::clone(&state.store),
             state.files.clone(),
@@ -188,6 +224,9 @@ impl Server {
         .await;
         watcher.abort();
         housekeeping.abort();
+        if let Some(c) = coordinator {
+            c.abort();
+        }
         sweeper.abort();
         let _ = sweeper.await;
         let _ = watcher.await;

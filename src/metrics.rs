@@ -56,9 +56,19 @@ impl Metrics {
                 "siesta_rate_limited_total",
                 "Requests refused by a rate limit, by limit.",
             ),
+            (
+                "siesta_redis_errors_total",
+                "Redis calls that failed; rate limits were then per replica.",
+            ),
         ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
+        recorder.describe_gauge(
+            "siesta_redis_up".into(),
+            None,
+            "1 when the Redis the replicas share answers, 0 when rate limits are per replica."
+                .into(),
+        );
         Metrics {
             recorder,
             handle,
@@ -103,6 +113,19 @@ impl Metrics {
             "siesta_rate_limited_total",
             vec![Label::new("limit", limit)],
         );
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// Whether the Redis the replicas share answers (1) or not (0).
+    pub fn redis_up(&self, up: bool) {
+        let key = Key::from_name("siesta_redis_up");
+        self.recorder
+            .register_gauge(&key, &META)
+            .set(if up { 1.0 } else { 0.0 });
+    }
+
+    pub fn redis_error(&self) {
+        let key = Key::from_name("siesta_redis_errors_total");
         self.recorder.register_counter(&key, &META).increment(1);
     }
 

@@ -27,12 +27,19 @@ impl Quota {
         }
     }
 
-    fn interval_nanos(self) -> u64 {
-        (60_000_000_000u64 / self.per_minute as u64).max(1)
+    /// The emission interval in units of which `per_second` make a second.
+    pub fn interval(self, per_second: u64) -> u64 {
+        (60 * per_second / self.per_minute as u64).max(1)
     }
 
-    fn capacity_nanos(self) -> u64 {
-        self.interval_nanos() * self.per_minute as u64
+    /// The burst capacity, in the same units.
+    pub fn capacity(self, per_second: u64) -> u64 {
+        self.interval(per_second) * self.per_minute as u64
+    }
+
+    #[cfg(test)]
+    fn interval_nanos(self) -> u64 {
+        self.interval(NANOS)
     }
 }
 
@@ -43,6 +50,16 @@ pub enum Bucket {
     Key(Uuid),
     /// Failed authentications from one client address.
     Address(IpAddr),
+}
+
+impl std::fmt::Display for Bucket {
+    /// A name for the bucket in a shared store: a key id or an address, never a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bucket::Key(id) => write!(f, "key:{id}"),
+            Bucket::Address(ip) => write!(f, "address:{ip}"),
+        }
+    }
 }
 
 /// The outcome of a check, with what the RateLimit headers report.
@@ -58,7 +75,7 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
-/// Where bucket state lives: in this process, or (later) shared between replicas.
+/// Where bucket state lives: in this process, or shared between replicas.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request against the bucket and says whether it may pass.
@@ -90,38 +107,42 @@ impl InMemoryRateLimiter {
         self.origin.elapsed().as_nanos() as u64 + 86_400_000_000_000
     }
 
-    /// Pure GCRA step, shared by [`check`](RateLimiter::check) and the tests.
+    /// Pure GCRA step in nanoseconds, shared by [`check`](RateLimiter::check) and the tests.
     pub fn step(tat: u64, now: u64, quota: Quota) -> (Decision, Option<u64>) {
-        let t = quota.interval_nanos();
-        let capacity = quota.capacity_nanos();
-        let new_tat = tat.max(now) + t;
-        let ahead = new_tat - now;
-        if ahead <= capacity {
-            let remaining = ((capacity - ahead) / t) as u32;
-            let decision = Decision {
-                allowed: true,
-                limit: quota.per_minute,
-                remaining,
-                reset_secs: ceil_secs(ahead),
-                retry_after_secs: 0,
-            };
-            (decision, Some(new_tat))
-        } else {
-            let wait = ahead - capacity;
-            let decision = Decision {
-                allowed: false,
-                limit: quota.per_minute,
-                remaining: 0,
-                reset_secs: ceil_secs(tat.max(now) - now),
-                retry_after_secs: ceil_secs(wait).max(1),
-            };
-            (decision, None)
-        }
+        gcra(tat, now, quota, NANOS)
     }
 }
 
-fn ceil_secs(nanos: u64) -> u64 {
-    nanos.div_ceil(1_000_000_000)
+const NANOS: u64 = 1_000_000_000;
+
+/// One GCRA step with times in units of which `per_second` make a second: the decision, and
+/// the new theoretical arrival time if the request passes. Another implementation (a script
+/// in a shared store) that does the same integer arithmetic decides the same.
+pub fn gcra(tat: u64, now: u64, quota: Quota, per_second: u64) -> (Decision, Option<u64>) {
+    let ceil_secs = |units: u64| units.div_ceil(per_second);
+    let t = quota.interval(per_second);
+    let capacity = quota.capacity(per_second);
+    let new_tat = tat.max(now) + t;
+    let ahead = new_tat - now;
+    if ahead <= capacity {
+        let decision = Decision {
+            allowed: true,
+            limit: quota.per_minute,
+            remaining: ((capacity - ahead) / t) as u32,
+            reset_secs: ceil_secs(ahead),
+            retry_after_secs: 0,
+        };
+        (decision, Some(new_tat))
+    } else {
+        let decision = Decision {
+            allowed: false,
+            limit: quota.per_minute,
+            remaining: 0,
+            reset_secs: ceil_secs(tat.max(now) - now),
+            retry_after_secs: ceil_secs(ahead - capacity).max(1),
+        };
+        (decision, None)
+    }
 }
 
 #[async_trait]

@@ -209,7 +209,7 @@ async fn rotate_key(
     };
     let (record, key) =
         lifecycle::rotate(&*state.store, caller.org_id, id, grace, &actor(&caller)).await?;
-    state.keys.invalidate_all();
+    state.keys_changed().await;
     Ok(audited(Json(IssuedKey::new(record, &key))))
 }
 
@@ -225,7 +225,7 @@ async fn delete_key(
     PathId(id): PathId,
 ) -> Result<Response> {
     lifecycle::delete(&*state.store, caller.org_id, id, &actor(&caller)).await?;
-    state.keys.invalidate_all();
+    state.keys_changed().await;
     Ok(audited(StatusCode::NO_CONTENT))
 }
 

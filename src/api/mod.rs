@@ -218,14 +218,28 @@ async fn healthz() -> &'static str {
 struct Readiness {
     status: &'static str,
     database: &'static str,
+    /// Only with a shared Redis: `ok`, or `unreachable` while rate limits are per replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<&'static str>,
 }
 
-/// `GET /readyz`: the database answers.
+/// `GET /readyz`: the database answers (503 if not). A Redis that does not answer leaves
+/// the replica serving, with per-replica rate limits: `degraded`, still 200, so a load
+/// balancer keeps sending it traffic.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let redis = state
+        .cluster
+        .as_ref()
+        .map(|c| if c.is_up() { "ok" } else { "unreachable" });
     match state.store.ping().await {
         Ok(()) => Json(Readiness {
-            status: "ready",
+            status: if redis == Some("unreachable") {
+                "degraded"
+            } else {
+                "ready"
+            },
             database: "ok",
+            redis,
         })
         .into_response(),
         Err(e) => {
@@ -233,6 +247,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             let body = Readiness {
                 status: "unavailable",
                 database: "unreachable",
+                redis,
             };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// Longest wait for the model to start answering, and between two pieces of an answer.
     #[arg(long, env = "SIESTA_LLM_TIMEOUT", default_value = "25s")]
     pub llm_timeout: HumanDuration,
+    /// Redis shared by several replicas (redis://host:6379): one rate-limit bucket per key
+    /// for all of them, and key deletes and rotations announced to each at once. Without
+    /// it, limits are per process
+    #[arg(long, env = "SIESTA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 /// The model provider the flags describe.
@@ -126,6 +131,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         data_dir: args.data_dir.clone(),
         max_file_bytes: args.max_file_bytes,
         file_ttl: nonzero(args.file_ttl, "file lifetime")?,
+        redis_url: args.redis_url.clone().map(secrecy::SecretString::from),
         ..Settings::default()
     };
     tracing::info!(
@@ -140,6 +146,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         llm_model = args.llm_model.as_deref().unwrap_or("-"),
         data_dir = %args.data_dir.display(),
         max_file_bytes = args.max_file_bytes,
+        redis = args.redis_url.as_deref().map(redacted_url).as_deref().unwrap_or("(none: limits per process)"),
         "starting"
     );
     let store = store::open(database)
