@@ -3,6 +3,7 @@
 //! Every query on tenant data takes the organization id first: there is no way to read an
 //! agent, a key or an audit record by id alone.
 
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
