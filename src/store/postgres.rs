@@ -1123,3 +1123,29 @@ async fn insert_org(tx: &mut Tx, org: &Organization) -> StoreResult<()> {
     .map_err(map_err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_size_is_taken_out_of_the_url_and_the_rest_is_kept() {
+        let base = "postgres://siesta@127.0.0.1:5432/siesta";
+        assert_eq!(pool_size(base).unwrap(), (base.to_owned(), MAX_CONNECTIONS));
+        assert_eq!(
+            pool_size(&format!("{base}?max_connections=4")).unwrap(),
+            (base.to_owned(), 4)
+        );
+        assert_eq!(
+            pool_size(&format!(
+                "{base}?sslmode=disable&max_connections=32&application_name=x"
+            ))
+            .unwrap(),
+            (format!("{base}?sslmode=disable&application_name=x"), 32)
+        );
+        for bad in ["0", "-1", "many", ""] {
+            let url = format!("{base}?max_connections={bad}");
+            assert!(matches!(pool_size(&url), Err(StoreError::Unavailable(_))));
+        }
+    }
+}
