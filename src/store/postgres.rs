@@ -71,23 +71,8 @@ impl PostgresStore {
         page: Page,
         map: fn(&PgRow) -> StoreResult<T>,
     ) -> StoreResult<Listed<T>> {
-        let total: i64 = sqlx::query_scalar_with(&query.count(), args.clone())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        let select = query.select(args.len());
-        let args = with(args, |a| {
-            a.add(page.limit)?;
-            a.add(page.offset)
-        })?;
-        let rows = sqlx::query_with(&select, args)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(Listed {
-            items: rows.iter().map(map).collect::<StoreResult<_>>()?,
-            total,
-        })
+        let sql = query.sql(args.len());
+        list_page(&self.pool, &sql, args, page, map, map_err).await
     }
 
     async fn begin(&self) -> StoreResult<Tx> {

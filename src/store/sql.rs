@@ -4,7 +4,9 @@
 //! Shared SQL numbers its placeholders `$1`, `$2`, ...: PostgreSQL's syntax, which sqlx also
 //! reads for SQLite, so one text serves both.
 
-use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use sqlx::{
+    Arguments, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
+};
 
 use super::*;
 
@@ -405,22 +407,64 @@ pub(super) struct PageQuery<'a> {
 }
 
 impl PageQuery<'_> {
-    pub fn count(&self) -> String {
-        format!("SELECT COUNT(*) FROM {} WHERE {}", self.from, self.filter)
+    /// The statements, for a filter of `n` arguments; the limit and offset come after them.
+    pub fn sql(&self, n: usize) -> PageSql {
+        let PageQuery {
+            columns,
+            from,
+            filter,
+            order,
+        } = self;
+        PageSql {
+            count: format!("SELECT COUNT(*) FROM {from} WHERE {filter}"),
+            select: format!(
+                "SELECT {columns} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
+            ),
+        }
     }
+}
 
-    /// The page's rows, with its limit and offset bound after the filter's `n` arguments.
-    pub fn select(&self, n: usize) -> String {
-        format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT ${} OFFSET ${}",
-            self.columns,
-            self.from,
-            self.filter,
-            self.order,
-            n + 1,
-            n + 2
-        )
-    }
+/// A [`PageQuery`] as SQL: the count of all matches, and one page of them.
+pub(super) struct PageSql {
+    count: String,
+    select: String,
+}
+
+/// One page of a list query on `pool` and the count of all its matches; `args` binds the
+/// filter's placeholders.
+pub(super) async fn list_page<'q, DB, T>(
+    pool: &Pool<DB>,
+    sql: &'q PageSql,
+    args: DB::Arguments<'q>,
+    page: Page,
+    map: fn(&DB::Row) -> StoreResult<T>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<Listed<T>>
+where
+    DB: Database,
+    DB::Arguments<'q>: Clone + IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    i64: Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let total: i64 = sqlx::query_scalar_with(&sql.count, args.clone())
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    let mut args = args;
+    args.add(page.limit)
+        .and_then(|()| args.add(page.offset))
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    let rows = sqlx::query_with(&sql.select, args)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(Listed {
+        items: rows.iter().map(map).collect::<StoreResult<_>>()?,
+        total,
+    })
 }
 
 /// Lists ordered oldest first, stable under paging.

@@ -79,24 +79,8 @@ impl SqliteStore {
         page: Page,
         map: fn(&SqliteRow) -> StoreResult<T>,
     ) -> StoreResult<Listed<T>> {
-        let total: i64 = sqlx::query_scalar_with(&query.count(), args.clone())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(map_err)?;
-        let select = query.select(args.len());
-        let mut args = args;
-        args.add(page.limit)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        args.add(page.offset)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let rows = sqlx::query_with(&select, args)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(Listed {
-            items: rows.iter().map(map).collect::<StoreResult<_>>()?,
-            total,
-        })
+        let sql = query.sql(args.len());
+        list_page(&self.reader, &sql, args, page, map, map_err).await
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
