@@ -3,6 +3,8 @@
 //! Every query on tenant data takes the organization id first: there is no way to read an
 //! agent, a key or an audit record by id alone.
 
+mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use uuid::Uuid;
 use crate::clock::Timestamp;
 use crate::key::{Environment, KeyDigest, Scope};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -648,12 +651,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Listed<AuditRecord>>;
 }
 
-/// Opens the database a URL names, creating and migrating it if needed.
+/// Opens the database a URL names, creating and migrating it if needed: PostgreSQL for a
+/// `postgres://` or `postgresql://` URL, else SQLite.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unavailable(
-            "PostgreSQL support is not available in this build yet; use a sqlite: URL".into(),
-        ));
+    if is_postgres(url) {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
     }
     Ok(Arc::new(SqliteStore::open(url).await?))
+}
+
+/// Whether a database URL names a PostgreSQL server.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

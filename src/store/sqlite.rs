@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::sql::*;
 use super::*;
 
 pub struct SqliteStore {
@@ -25,15 +26,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
 }
 
-/// The parts of a paged list query.
-struct PageQuery<'a> {
-    columns: &'a str,
-    from: &'a str,
-    filter: &'a str,
-    order: &'a str,
-}
-
-/// Arguments for a filter, bound in order as `?1`, `?2`, ...
+/// Arguments for a filter, bound in order as `$1`, `$2`, ...
 fn args<'q>(
     values: impl FnOnce(&mut SqliteArguments<'q>) -> Result<(), sqlx::error::BoxDynError>,
 ) -> StoreResult<SqliteArguments<'q>> {
@@ -86,36 +79,8 @@ impl SqliteStore {
         page: Page,
         map: fn(&SqliteRow) -> StoreResult<T>,
     ) -> StoreResult<Listed<T>> {
-        let PageQuery {
-            columns,
-            from,
-            filter,
-            order,
-        } = query;
-        let count = format!("SELECT COUNT(*) FROM {from} WHERE {filter}");
-        let total: i64 = sqlx::query_scalar_with(&count, args.clone())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(map_err)?;
-        let n = args.len();
-        let select = format!(
-            "SELECT {columns} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-            n + 1,
-            n + 2
-        );
-        let mut args = args;
-        args.add(page.limit)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        args.add(page.offset)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let rows = sqlx::query_with(&select, args)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(Listed {
-            items: rows.iter().map(map).collect::<StoreResult<_>>()?,
-            total,
-        })
+        let sql = query.sql(args.len());
+        list_page(&self.reader, &sql, args, page, map, map_err).await
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
@@ -127,164 +92,15 @@ impl SqliteStore {
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict("an object with these values already exists".into())
-        }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("5") => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Internal(e.to_string()),
+    // SQLITE_BUSY: another process held the lock past the busy timeout.
+    map_sqlx_err(e, |code| code == "5")
+}
+
+impl UuidColumn for SqliteRow {
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>> {
+        let s: Option<String> = self.try_get(col).map_err(column_err)?;
+        s.map(|s| parse_uuid(col, &s)).transpose()
     }
-}
-
-fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
-    let s: String = row.try_get(col).map_err(map_err)?;
-    Uuid::parse_str(&s).map_err(|e| StoreError::Internal(format!("{col}: {e}")))
-}
-
-fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
-    let s: Option<String> = row.try_get(col).map_err(map_err)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Internal(format!("{col}: {e}"))))
-        .transpose()
-}
-
-fn ts_col(row: &SqliteRow, col: &str) -> StoreResult<Timestamp> {
-    Ok(Timestamp(row.try_get(col).map_err(map_err)?))
-}
-
-fn opt_ts_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Timestamp>> {
-    let v: Option<i64> = row.try_get(col).map_err(map_err)?;
-    Ok(v.map(Timestamp))
-}
-
-fn str_col(row: &SqliteRow, col: &str) -> StoreResult<String> {
-    row.try_get(col).map_err(map_err)
-}
-
-fn org_from_row(row: &SqliteRow) -> StoreResult<Organization> {
-    Ok(Organization {
-        id: uuid_col(row, "id")?,
-        name: str_col(row, "name")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
-    Ok(User {
-        id: uuid_col(row, "id")?,
-        email: str_col(row, "email")?,
-        created_at: ts_col(row, "created_at")?,
-    })
-}
-
-const KEY_COLUMNS: &str = "k.id, k.org_id, k.name, k.environment, k.scope, k.digest, k.hint, \
-     k.created_by, k.created_at, k.expires_at, k.rate_limit, k.last_used_at, k.replaced_by, \
-     k.grace_ends_at";
-
-fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
-    let env = str_col(row, "environment")?;
-    let scope = str_col(row, "scope")?;
-    let rate_limit: Option<i64> = row.try_get("rate_limit").map_err(map_err)?;
-    Ok(KeyRecord {
-        id: uuid_col(row, "id")?,
-        org_id: uuid_col(row, "org_id")?,
-        name: str_col(row, "name")?,
-        environment: Environment::parse(&env)
-            .ok_or_else(|| StoreError::Internal(format!("environment {env:?}")))?,
-        scope: Scope::parse(&scope)
-            .ok_or_else(|| StoreError::Internal(format!("scope {scope:?}")))?,
-        hint: str_col(row, "hint")?,
-        created_by: uuid_col(row, "created_by")?,
-        created_at: ts_col(row, "created_at")?,
-        expires_at: opt_ts_col(row, "expires_at")?,
-        rate_limit: rate_limit.map(|n| n as u32),
-        last_used_at: opt_ts_col(row, "last_used_at")?,
-        replaced_by: opt_uuid_col(row, "replaced_by")?,
-        grace_ends_at: opt_ts_col(row, "grace_ends_at")?,
-    })
-}
-
-fn agent_from_row(row: &SqliteRow) -> StoreResult<Agent> {
-    Ok(Agent {
-        id: uuid_col(row, "id")?,
-        name: str_col(row, "name")?,
-        description: str_col(row, "description")?,
-        instructions: str_col(row, "instructions")?,
-        model: row.try_get("model").map_err(map_err)?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
-const AGENT_COLUMNS: &str = "id, name, description, instructions, model, created_at, updated_at";
-const NAMED_COLUMNS: &str = "id, name, description, created_at, updated_at";
-const TASK_COLUMNS: &str = "id, workspace_id, title, description, status, created_at, updated_at";
-
-impl Catalog {
-    fn table(self) -> &'static str {
-        match self {
-            Catalog::TaskWorkspaces => "task_workspaces",
-            Catalog::DataSourceCollections => "data_source_collections",
-        }
-    }
-}
-
-fn named_from_row(row: &SqliteRow) -> StoreResult<Named> {
-    Ok(Named {
-        id: uuid_col(row, "id")?,
-        name: str_col(row, "name")?,
-        description: str_col(row, "description")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
-fn task_from_row(row: &SqliteRow) -> StoreResult<Task> {
-    let status = str_col(row, "status")?;
-    Ok(Task {
-        id: uuid_col(row, "id")?,
-        workspace_id: uuid_col(row, "workspace_id")?,
-        title: str_col(row, "title")?,
-        description: str_col(row, "description")?,
-        status: TaskStatus::parse(&status)
-            .ok_or_else(|| StoreError::Internal(format!("status {status:?}")))?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
-const CONNECTION_COLUMNS: &str = "id, name, type, visibility, created_by, created_at, updated_at";
-/// Private connections are visible only to keys of the member who created them.
-const CONNECTION_VISIBLE: &str = "org_id = ?1 AND (visibility = 'shared' OR created_by = ?2)";
-
-fn connection_from_row(row: &SqliteRow) -> StoreResult<Connection> {
-    let visibility = str_col(row, "visibility")?;
-    Ok(Connection {
-        id: uuid_col(row, "id")?,
-        name: str_col(row, "name")?,
-        kind: str_col(row, "type")?,
-        visibility: Visibility::parse(&visibility)
-            .ok_or_else(|| StoreError::Internal(format!("visibility {visibility:?}")))?,
-        created_by: uuid_col(row, "created_by")?,
-        created_at: ts_col(row, "created_at")?,
-        updated_at: ts_col(row, "updated_at")?,
-    })
-}
-
-fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
-    let role = str_col(row, "role")?;
-    Ok(Message {
-        id: uuid_col(row, "id")?,
-        role: MessageRole::parse(&role)
-            .ok_or_else(|| StoreError::Internal(format!("role {role:?}")))?,
-        content: str_col(row, "content")?,
-        created_at: ts_col(row, "created_at")?,
-    })
 }
 
 /// A workspace named by a task must be one of the organization's own.
@@ -301,30 +117,6 @@ async fn ensure_workspace(
             .await
             .map_err(map_err)?;
     found.map(|_| ()).ok_or(StoreError::NotFound)
-}
-
-const AUDIT_COLUMNS: &str =
-    "id, org_id, at, action, actor, key_id, key_name, method, path, status, request_id, target_id";
-/// `?1` org, `?2` from, `?3` to, `?4` action.
-const AUDIT_FILTER: &str = "org_id = ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3) \
-                            AND (?4 IS NULL OR action = ?4)";
-
-fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRecord> {
-    let status: Option<i64> = row.try_get("status").map_err(map_err)?;
-    Ok(AuditRecord {
-        id: uuid_col(row, "id")?,
-        org_id: uuid_col(row, "org_id")?,
-        at: ts_col(row, "at")?,
-        action: str_col(row, "action")?,
-        actor: str_col(row, "actor")?,
-        key_id: opt_uuid_col(row, "key_id")?,
-        key_name: row.try_get("key_name").map_err(map_err)?,
-        method: row.try_get("method").map_err(map_err)?,
-        path: row.try_get("path").map_err(map_err)?,
-        status: status.map(|s| s as u16),
-        request_id: row.try_get("request_id").map_err(map_err)?,
-        target_id: row.try_get("target_id").map_err(map_err)?,
-    })
 }
 
 const AUDIT_INSERT: &str = "INSERT INTO audit_log \
@@ -404,15 +196,13 @@ async fn key_in_tx(
     org_id: Uuid,
     key_id: Uuid,
 ) -> StoreResult<KeyRecord> {
-    let row = sqlx::query(&format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ? AND k.id = ? AND k.deleted_at IS NULL"
-    ))
-    .bind(org_id.to_string())
-    .bind(key_id.to_string())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(map_err)?
-    .ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(&key_by_id())
+        .bind(org_id.to_string())
+        .bind(key_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
     key_from_row(&row)
 }
 
@@ -423,20 +213,15 @@ async fn ensure_name_free(
     name: &str,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let taken: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM api_keys WHERE org_id = ? AND name = ? AND deleted_at IS NULL \
-         AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?)",
-    )
-    .bind(org_id.to_string())
-    .bind(name)
-    .bind(now.millis())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    let taken: Option<i64> = sqlx::query_scalar(LIVE_KEY_NAMED)
+        .bind(org_id.to_string())
+        .bind(name)
+        .bind(now.millis())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?;
     if taken.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "the organization already has a live key named '{name}'; pick another name or rotate that key"
-        )));
+        return Err(key_name_taken(name));
     }
     Ok(())
 }
@@ -455,10 +240,7 @@ async fn ensure_member(
             .map_err(map_err)?;
     match member {
         Some(_) => Ok(()),
-        None => Err(StoreError::Invalid {
-            field: "user",
-            message: "the user is not a member of this organization".into(),
-        }),
+        None => Err(not_a_member()),
     }
 }
 
@@ -522,14 +304,7 @@ impl Store for SqliteStore {
         key.created_by =
             Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?;
         insert_key(&mut tx, boot.org.id, &key).await?;
-        let audit = [
-            AuditRecord::event(boot.org.id, "organization.created", "server").target(boot.org.id),
-            AuditRecord::event(boot.org.id, "member.added", "server").target(&user_id),
-            AuditRecord::event(boot.org.id, "api_key.created", "server")
-                .key(key.id, &key.name)
-                .target(key.id),
-        ];
-        insert_audit(&mut tx, &audit).await?;
+        insert_audit(&mut tx, &bootstrap_audit(boot, key.created_by, &key)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
@@ -552,21 +327,23 @@ impl Store for SqliteStore {
     }
 
     async fn list_orgs(&self) -> StoreResult<Vec<Organization>> {
-        let rows =
-            sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY created_at, id")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(map_err)?;
+        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY {OLDEST_FIRST}");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
         rows.iter().map(org_from_row).collect()
     }
 
     async fn get_org(&self, org_id: Uuid) -> StoreResult<Organization> {
-        let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = ?")
-            .bind(org_id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE id = ?"
+        ))
+        .bind(org_id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
         org_from_row(&row)
     }
 
@@ -579,10 +356,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| match map_err(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!(
-                    "a user with email '{}' already exists",
-                    user.email
-                )),
+                StoreError::Conflict(_) => email_taken(&user.email),
                 other => other,
             })?;
         tx.commit().await.map_err(map_err)
@@ -657,31 +431,24 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self, org_id: Uuid, filter: &KeyFilter) -> StoreResult<Vec<KeyRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ?1 AND k.deleted_at IS NULL \
-             AND (?2 IS NULL OR instr(lower(k.name), lower(?2)) > 0) \
-             AND (?3 IS NULL OR COALESCE(k.last_used_at, k.created_at) < ?3) \
-             ORDER BY k.created_at, k.id"
-        ))
-        .bind(org_id.to_string())
-        .bind(filter.search.as_deref())
-        .bind(filter.unused_since.map(Timestamp::millis))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
+        let rows = sqlx::query(&key_list())
+            .bind(org_id.to_string())
+            .bind(filter.search.as_deref())
+            .bind(filter.unused_since.map(Timestamp::millis))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.org_id = ? AND k.id = ? AND k.deleted_at IS NULL"
-        ))
-        .bind(org_id.to_string())
-        .bind(key_id.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&key_by_id())
+            .bind(org_id.to_string())
+            .bind(key_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
         key_from_row(&row)
     }
 
@@ -707,9 +474,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let old = key_in_tx(&mut tx, org_id, key_id).await?;
         if old.replaced_by.is_some() {
-            return Err(StoreError::Conflict(
-                "this key was already rotated; rotate its successor instead".into(),
-            ));
+            return Err(already_rotated());
         }
         sqlx::query(
             "UPDATE api_keys SET replaced_by = ?, grace_ends_at = ? WHERE org_id = ? AND id = ?",
@@ -749,26 +514,12 @@ impl Store for SqliteStore {
     }
 
     async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS}, o.name AS org_name, \
-             EXISTS (SELECT 1 FROM members m WHERE m.org_id = k.org_id AND m.user_id = k.created_by) AS owner_is_member \
-             FROM api_keys k JOIN organizations o ON o.id = k.org_id \
-             WHERE k.digest = ? AND k.deleted_at IS NULL"
-        ))
-        .bind(digest.as_bytes())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("digest").map_err(map_err)?;
-        let stored = KeyDigest::from_slice(&stored)
-            .ok_or_else(|| StoreError::Internal("digest length".into()))?;
-        Ok(Some(KeyGrant {
-            key: key_from_row(&row)?,
-            digest: stored,
-            org_name: str_col(&row, "org_name")?,
-            owner_is_member: row.try_get("owner_is_member").map_err(map_err)?,
-        }))
+        let row = sqlx::query(&grant_by_digest())
+            .bind(digest.as_bytes())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(grant_from_row).transpose()
     }
 
     async fn list_agents(
@@ -780,9 +531,8 @@ impl Store for SqliteStore {
         let query = PageQuery {
             columns: AGENT_COLUMNS,
             from: "agents",
-            filter: "org_id = ?1 AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0 \
-                     OR instr(lower(description), lower(?2)) > 0)",
-            order: "created_at, id",
+            filter: AGENT_FILTER,
+            order: OLDEST_FIRST,
         };
         let search = search.map(str::to_owned);
         let args = args(|a| {
@@ -879,7 +629,7 @@ impl Store for SqliteStore {
             columns: CONNECTION_COLUMNS,
             from: "connections",
             filter: CONNECTION_VISIBLE,
-            order: "created_at, id",
+            order: OLDEST_FIRST,
         };
         let args = args(|a| {
             a.add(org_id.to_string())?;
@@ -921,7 +671,7 @@ impl Store for SqliteStore {
         id: Uuid,
     ) -> StoreResult<Connection> {
         let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE {CONNECTION_VISIBLE} AND id = ?3"
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE {CONNECTION_VISIBLE} AND id = $3"
         );
         let row = sqlx::query(&sql)
             .bind(org_id.to_string())
@@ -955,16 +705,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(Conversation {
-            id: uuid_col(&row, "id")?,
-            agent_id: uuid_col(&row, "agent_id")?,
-            created_at: ts_col(&row, "created_at")?,
-            updated_at: ts_col(&row, "updated_at")?,
-            messages: rows
-                .iter()
-                .map(message_from_row)
-                .collect::<StoreResult<_>>()?,
-        })
+        conversation_from_rows(&row, &rows)
     }
 
     async fn record_exchange(
@@ -1049,10 +790,9 @@ impl Store for SqliteStore {
         file_id: Uuid,
         now: Timestamp,
     ) -> StoreResult<StoredFile> {
-        let row = sqlx::query(
-            "SELECT id, name, size, content_type, created_at, expires_at FROM files \
-             WHERE org_id = ? AND id = ? AND expires_at > ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE org_id = ? AND id = ? AND expires_at > ?"
+        ))
         .bind(org_id.to_string())
         .bind(file_id.to_string())
         .bind(now.millis())
@@ -1060,14 +800,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?
         .ok_or(StoreError::NotFound)?;
-        Ok(StoredFile {
-            id: uuid_col(&row, "id")?,
-            name: str_col(&row, "name")?,
-            size: row.try_get("size").map_err(map_err)?,
-            content_type: str_col(&row, "content_type")?,
-            created_at: ts_col(&row, "created_at")?,
-            expires_at: ts_col(&row, "expires_at")?,
-        })
+        file_from_row(&row)
     }
 
     async fn expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Uuid>> {
@@ -1134,46 +867,21 @@ impl Store for SqliteStore {
         // Looked up by id alone: the session names its organization, and the secret, checked
         // below, is what authenticates the caller.
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "SELECT id, org_id, agent_id, conversation_id, continues, secret_digest, key_id, key_name, \
-             created_at, expires_at, used_at FROM realtime_sessions WHERE id = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REALTIME_COLUMNS} FROM realtime_sessions WHERE id = ?"
+        ))
         .bind(session_id.to_string())
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?
         .ok_or(StoreError::NotFound)?;
-        let digest: Vec<u8> = row.try_get("secret_digest").map_err(map_err)?;
-        let stored = KeyDigest::from_slice(&digest)
-            .ok_or_else(|| StoreError::Internal("digest length".into()))?;
-        if !stored.matches(secret) {
-            return Err(StoreError::NotFound);
-        }
-        let used: Option<i64> = row.try_get("used_at").map_err(map_err)?;
-        let expires_at = ts_col(&row, "expires_at")?;
-        if used.is_some() || expires_at <= now {
-            return Err(StoreError::Conflict(
-                "the session was used already or has expired".into(),
-            ));
-        }
+        let session = claimable_session(&row, secret, now)?;
         sqlx::query("UPDATE realtime_sessions SET used_at = ? WHERE id = ?")
             .bind(now.millis())
             .bind(session_id.to_string())
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        let session = RealtimeSession {
-            id: uuid_col(&row, "id")?,
-            org_id: uuid_col(&row, "org_id")?,
-            agent_id: uuid_col(&row, "agent_id")?,
-            conversation_id: uuid_col(&row, "conversation_id")?,
-            continues: row.try_get("continues").map_err(map_err)?,
-            secret_digest: stored,
-            key_id: uuid_col(&row, "key_id")?,
-            key_name: str_col(&row, "key_name")?,
-            created_at: ts_col(&row, "created_at")?,
-            expires_at,
-        };
         tx.commit().await.map_err(map_err)?;
         Ok(session)
     }
@@ -1210,12 +918,7 @@ impl Store for SqliteStore {
         cursor: Option<AuditCursor>,
         limit: i64,
     ) -> StoreResult<(Vec<AuditRecord>, Option<AuditCursor>)> {
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS}, seq FROM audit_log WHERE {AUDIT_FILTER} \
-             AND (?5 IS NULL OR at < ?5 OR (at = ?5 AND seq < ?6)) \
-             ORDER BY at DESC, seq DESC LIMIT ?7"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&audit_export())
             .bind(org_id.to_string())
             .bind(f.from.map(Timestamp::millis))
             .bind(f.to.map(Timestamp::millis))
@@ -1226,18 +929,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(map_err)?;
-        let next = match rows.last() {
-            Some(last) if rows.len() as i64 == limit => Some(AuditCursor {
-                at: last.try_get("at").map_err(map_err)?,
-                seq: last.try_get("seq").map_err(map_err)?,
-            }),
-            _ => None,
-        };
-        let records = rows
-            .iter()
-            .map(audit_from_row)
-            .collect::<StoreResult<_>>()?;
-        Ok((records, next))
+        audit_page(&rows, limit)
     }
 
     async fn list_audit(
@@ -1250,7 +942,7 @@ impl Store for SqliteStore {
             columns: AUDIT_COLUMNS,
             from: "audit_log",
             filter: AUDIT_FILTER,
-            order: "at DESC, seq DESC",
+            order: AUDIT_ORDER,
         };
         let action = f.action.clone();
         let args = args(|a| {
@@ -1271,8 +963,8 @@ impl Store for SqliteStore {
         let query = PageQuery {
             columns: NAMED_COLUMNS,
             from: catalog.table(),
-            filter: "org_id = ?1",
-            order: "created_at, id",
+            filter: "org_id = $1",
+            order: OLDEST_FIRST,
         };
         let args = args(|a| a.add(org_id.to_string()))?;
         self.list_page(query, args, page, named_from_row).await
@@ -1328,9 +1020,8 @@ impl Store for SqliteStore {
         let query = PageQuery {
             columns: TASK_COLUMNS,
             from: "tasks",
-            filter:
-                "org_id = ?1 AND (?2 IS NULL OR workspace_id = ?2) AND (?3 IS NULL OR status = ?3)",
-            order: "created_at, id",
+            filter: TASK_FILTER,
+            order: OLDEST_FIRST,
         };
         let args = args(|a| {
             a.add(org_id.to_string())?;

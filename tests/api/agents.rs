@@ -249,7 +249,7 @@ async fn records_of_reads_still_in_memory_are_written_at_shutdown() {
         record_flush: std::time::Duration::from_secs(3600),
         ..siesta::Settings::default()
     };
-    let app = spawn_app_with(settings).await;
+    let mut app = spawn_app_with(settings).await;
     let t = app.tenant("Acme").await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
     let store = std::sync::Arc::clone(&app.store);

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use serde_json::Value;
 use siesta::clock::Timestamp;
 use siesta::key::{Environment, Scope};
 use siesta::lifecycle::{self, Actor, KeySpec};
-use siesta::store::{AuditRecord, Membership, Organization, Role, SqliteStore, Store, User};
+use siesta::store::{AuditRecord, Membership, Organization, Role, Store, User};
 use siesta::{Server, Settings};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -17,6 +18,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
+    pub database: TestDatabase,
     pub dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -48,8 +50,10 @@ pub async fn spawn_app_with_provider(
         data_dir: dir.path().join("data"),
         ..settings
     };
-    let url = format!("sqlite://{}", dir.path().join("siesta.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("database opens"));
+    let database = TestDatabase::fresh(dir.path()).await;
+    let store = siesta::store::open(&database.url)
+        .await
+        .expect("database opens");
     let server = Server::bind_with(
         "127.0.0.1:0".parse().unwrap(),
         settings,
@@ -70,6 +74,7 @@ pub async fn spawn_app_with_provider(
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap(),
+        database,
         dir,
         shutdown: Some(tx),
         server: Some(handle),
@@ -82,7 +87,8 @@ impl TestApp {
     }
 
     /// Stops the server the way SIGTERM does: in-flight requests finish, records are written.
-    pub async fn stop(mut self) {
+    /// The database stays until the app is dropped.
+    pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -240,6 +246,173 @@ impl TestApp {
         })
         .await
     }
+}
+
+/// The server that `SIESTA_TEST_POSTGRES_URL` names, a URL whose user may `CREATE DATABASE`:
+/// when it is set, every test of the run gets a fresh PostgreSQL database there instead of a
+/// fresh SQLite file.
+const POSTGRES_URL: &str = "SIESTA_TEST_POSTGRES_URL";
+/// Each test's own pool, kept small so that a parallel run stays far from the server's limit.
+const TEST_POOL: &str = "max_connections=4";
+
+fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_URL).ok().filter(|u| !u.is_empty())
+}
+
+/// The PostgreSQL server for a test that needs one whatever the run's backend: `None` where
+/// none is configured, so the test can skip, but a panic under CI, where a skipped test would
+/// pass unseen.
+pub fn postgres_url_or_skip() -> Option<String> {
+    let url = postgres_url();
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{POSTGRES_URL} is not set, and under CI the PostgreSQL tests must run, not skip: \
+             set it to a server where the user may CREATE DATABASE"
+        );
+        eprintln!("skipped: {POSTGRES_URL} is not set");
+    }
+    url
+}
+
+/// A test's own database, on the run's backend; a PostgreSQL one is dropped with this.
+pub struct TestDatabase {
+    /// What `siesta::store::open` and `--database` take.
+    pub url: String,
+    postgres: Option<CreatedDatabase>,
+}
+
+impl TestDatabase {
+    /// A fresh, empty database: a SQLite file in `dir`, or a new database on the server that
+    /// `SIESTA_TEST_POSTGRES_URL` names.
+    pub async fn fresh(dir: &Path) -> TestDatabase {
+        match postgres_url() {
+            Some(server) => TestDatabase::fresh_postgres(&server).await,
+            None => TestDatabase {
+                url: format!("sqlite://{}", dir.join("siesta.db").display()),
+                postgres: None,
+            },
+        }
+    }
+
+    /// A fresh database on this PostgreSQL server.
+    pub async fn fresh_postgres(server: &str) -> TestDatabase {
+        let created = CreatedDatabase::create(server).await;
+        let url = with_query(&created.url, TEST_POOL);
+        TestDatabase {
+            url,
+            postgres: Some(created),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// Everything the database holds, as bytes to search: the SQLite files in `dir`, or every
+    /// row of every table as text.
+    pub async fn contents(&self, dir: &Path) -> Vec<Vec<u8>> {
+        if self.postgres.is_none() {
+            return std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.is_file())
+                .map(|path| std::fs::read(path).unwrap())
+                .collect();
+        }
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.postgres.as_ref().unwrap().url)
+            .await
+            .expect("test database answers");
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let mut rows = Vec::new();
+        for table in tables {
+            let sql = format!("SELECT t::text FROM \"{table}\" t");
+            let texts: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&mut conn).await.unwrap();
+            rows.extend(texts.into_iter().map(String::into_bytes));
+        }
+        rows
+    }
+}
+
+/// A database this test run created on a PostgreSQL server, dropped again when this is.
+struct CreatedDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl CreatedDatabase {
+    async fn create(server: &str) -> CreatedDatabase {
+        use sqlx::Connection;
+        let name = format!("siesta_test_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(server)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL} answers: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        let _ = conn.close().await;
+        CreatedDatabase {
+            url: with_database(server, &name),
+            server: server.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for CreatedDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async code: a thread of its own with a runtime of its own. FORCE
+        // ends the connections a test's server or pool may still hold.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&server).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+/// The server URL with its database path replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|i| start + i))
+        .unwrap_or(base.len());
+    let url = format!("{}/{name}", &base[..authority_end]);
+    match query {
+        Some(q) => format!("{url}?{q}"),
+        None => url,
+    }
+}
+
+fn with_query(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
 }
 
 pub fn spec(name: &str, scope: Scope) -> KeySpec {

@@ -205,3 +205,56 @@ async fn lifecycle_events_are_audited_by_id_and_name_never_by_value() {
     let text = log.to_string();
     assert!(!text.contains(&key) && !text.contains(new.reveal()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_rotations_of_one_key_issue_one_successor() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let (id, _) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Write)
+        .await;
+    let rotations = (0..6).map(|_| {
+        let store = std::sync::Arc::clone(&app.store);
+        tokio::spawn(async move {
+            let grace = Duration::from_secs(60);
+            lifecycle::rotate(&*store, t.org_id, id, grace, &Actor::Cli).await
+        })
+    });
+    let results = futures_util::future::join_all(rotations).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict(_)))));
+    let keys = app
+        .store
+        .list_keys(t.org_id, &KeyFilter::default())
+        .await
+        .unwrap();
+    let named = keys.iter().filter(|k| k.name == "crm-prod-sync").count();
+    assert_eq!(named, 2, "the key and one successor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creations_of_one_name_issue_one_key() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let creations = (0..6).map(|_| {
+        let store = std::sync::Arc::clone(&app.store);
+        tokio::spawn(async move {
+            let spec = spec("crm-prod-sync", Scope::Read);
+            lifecycle::create(&*store, t.org_id, t.owner, &spec, &Actor::Cli).await
+        })
+    });
+    let results = futures_util::future::join_all(creations).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                e.to_string().contains("already has a live key named"),
+                "{e}"
+            );
+        }
+    }
+}

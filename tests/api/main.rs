@@ -1,4 +1,5 @@
-//! Integration tests: the real server over HTTP on port 0, a fresh SQLite database each.
+//! Integration tests: the real server over HTTP on port 0, a fresh database each: SQLite, or
+//! PostgreSQL on the server `SIESTA_TEST_POSTGRES_URL` names.
 
 mod abuse;
 mod agents;
@@ -12,6 +13,7 @@ mod helpers;
 mod key_lifecycle;
 mod model_server;
 mod openapi;
+mod postgres;
 mod process;
 mod rate_limits;
 mod realtime;

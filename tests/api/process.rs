@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -19,23 +20,29 @@ struct Running {
     stderr: tokio::task::JoinHandle<String>,
 }
 
-fn db_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("siesta.db").display())
+/// Where a test's processes run: their working directory and their database.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    dir: &'a Path,
+    db: &'a str,
+}
+
+impl<'a> Site<'a> {
+    fn of(dir: &'a TempDir, db: &'a TestDatabase) -> Self {
+        Site {
+            dir: dir.path(),
+            db: &db.url,
+        }
+    }
 }
 
 /// Starts `siesta serve` on port 0 and reads stdout up to the end of the bootstrap block
 /// (or just the listening line when there is none).
-async fn start(dir: &Path, log: &str) -> Running {
+async fn start(site: Site<'_>, log: &str) -> Running {
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &db_url(dir),
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", site.db])
         .env("RUST_LOG", log)
-        .current_dir(dir)
+        .current_dir(site.dir)
         .env_remove("SIESTA_DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,12 +91,12 @@ fn field(stdout: &[String], label: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
 }
 
-async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+async fn cli(site: Site<'_>, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .args(["--database", &db_url(dir), "--json"])
+        .args(["--database", site.db, "--json"])
         .env("RUST_LOG", "trace")
-        .current_dir(dir)
+        .current_dir(site.dir)
         .output()
         .await
         .expect("cli runs");
@@ -100,8 +107,8 @@ async fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn cli_json(dir: &Path, args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = cli(dir, args).await;
+async fn cli_json(site: Site<'_>, args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = cli(site, args).await;
     assert!(ok, "siesta {args:?} failed: {stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("JSON from {args:?}: {stdout}"))
 }
@@ -136,7 +143,9 @@ async fn get(base: &str, path: &str, key: &str, org: &str) -> reqwest::Response 
 #[tokio::test]
 async fn first_start_prints_a_working_curl_once_and_never_again() {
     let dir = tempfile::tempdir().unwrap();
-    let first = start(dir.path(), "info").await;
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let first = start(site, "info").await;
     let org = field(&first.stdout, "X-Org-Id:").expect("org id printed");
     let key = field(&first.stdout, "X-Api-Key:").expect("key printed");
     let curl = first
@@ -158,7 +167,7 @@ async fn first_start_prints_a_working_curl_once_and_never_again() {
         "the bootstrap key never reaches the log"
     );
 
-    let second = start(dir.path(), "info").await;
+    let second = start(site, "info").await;
     assert_eq!(
         second.stdout.len(),
         1,
@@ -176,7 +185,9 @@ async fn first_start_prints_a_working_curl_once_and_never_again() {
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let r = start(dir.path(), "info").await;
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let r = start(site, "info").await;
     let org = field(&r.stdout, "X-Org-Id:").unwrap();
     let key = field(&r.stdout, "X-Api-Key:").unwrap();
     assert_eq!(get(&r.base, "/api/v1/Me", &key, &org).await.status(), 200);
@@ -209,7 +220,7 @@ async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero()
     assert_eq!(status.code(), Some(0));
 
     // The read before the signal was recorded, though reads are written in batches.
-    let store = siesta::store::open(&db_url(dir.path())).await.unwrap();
+    let store = siesta::store::open(site.db).await.unwrap();
     let org_id = org.parse().unwrap();
     let page = siesta::store::Page {
         offset: 0,
@@ -231,7 +242,9 @@ async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero()
 #[tokio::test]
 async fn every_acknowledged_write_survives_kill_dash_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut r = start(dir.path(), "warn").await;
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let mut r = start(site, "warn").await;
     let org = field(&r.stdout, "X-Org-Id:").unwrap();
     let key = field(&r.stdout, "X-Api-Key:").unwrap();
     let client = reqwest::Client::new();
@@ -268,7 +281,7 @@ async fn every_acknowledged_write_survives_kill_dash_9() {
         acknowledged.extend(w.await.unwrap());
     }
     assert!(!acknowledged.is_empty());
-    let store = siesta::store::open(&db_url(dir.path())).await.unwrap();
+    let store = siesta::store::open(site.db).await.unwrap();
     let org_id: uuid::Uuid = org.parse().unwrap();
     for id in &acknowledged {
         let id: uuid::Uuid = id.as_str().unwrap().parse().unwrap();
@@ -281,20 +294,20 @@ async fn every_acknowledged_write_survives_kill_dash_9() {
 
 #[tokio::test]
 async fn the_cli_administers_a_running_server_within_a_second() {
-    let app = spawn_app().await;
-    let dir = app.dir.path();
-    let org = cli_json(dir, &["org", "create", "--name", "Acme"]).await;
+    let mut app = spawn_app().await;
+    let site = Site::of(&app.dir, &app.database);
+    let org = cli_json(site, &["org", "create", "--name", "Acme"]).await;
     let org_id = org["id"].as_str().unwrap().to_owned();
-    let orgs = cli_json(dir, &["org", "list"]).await;
+    let orgs = cli_json(site, &["org", "list"]).await;
     assert!(orgs
         .as_array()
         .unwrap()
         .iter()
         .any(|o| o["id"] == org["id"]));
-    let user = cli_json(dir, &["user", "create", "--email", "Dev@Acme.example"]).await;
+    let user = cli_json(site, &["user", "create", "--email", "Dev@Acme.example"]).await;
     assert_eq!(user["email"], "dev@acme.example");
     cli_json(
-        dir,
+        site,
         &[
             "member",
             "add",
@@ -309,7 +322,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     .await;
 
     let (ok, _, stderr) = cli(
-        dir,
+        site,
         &[
             "keys",
             "create",
@@ -328,7 +341,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
         "names off the pattern get a warning: {stderr}"
     );
     let created = cli_json(
-        dir,
+        site,
         &[
             "keys",
             "create",
@@ -361,11 +374,11 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     let me = get(&format!("http://{}", app.addr), "/api/v1/Me", &key, &org_id).await;
     assert_eq!(me.status(), 200);
 
-    let listed = cli_json(dir, &["keys", "list", "--org", &org_id, "--search", "CRM"]).await;
+    let listed = cli_json(site, &["keys", "list", "--org", &org_id, "--search", "CRM"]).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert!(listed[0].get("key").is_none(), "listing never shows values");
     let unused = cli_json(
-        dir,
+        site,
         &["keys", "list", "--org", &org_id, "--unused-for", "30d"],
     )
     .await;
@@ -373,7 +386,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
 
     // Rotation from the CLI: the successor works, the old key lapses at once with --grace 0.
     let rotated = cli_json(
-        dir,
+        site,
         &[
             "keys",
             "rotate",
@@ -396,7 +409,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     );
 
     // Deletion from another process reaches the running server within a second.
-    cli_json(dir, &["keys", "delete", rotated["id"].as_str().unwrap()]).await;
+    cli_json(site, &["keys", "delete", rotated["id"].as_str().unwrap()]).await;
     let lag = eventually(Duration::from_secs(1), || async {
         get(&base, "/api/v1/Me", &new_key, &org_id).await.status() == 401
     })
@@ -408,7 +421,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
 
     // Member removal from the CLI, likewise.
     let third = cli_json(
-        dir,
+        site,
         &[
             "keys",
             "create",
@@ -427,7 +440,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
         200
     );
     cli_json(
-        dir,
+        site,
         &[
             "member",
             "remove",
@@ -446,10 +459,10 @@ async fn the_cli_administers_a_running_server_within_a_second() {
 
     // Errors go to stderr with a non-zero exit.
     let (ok, stdout, stderr) =
-        cli(dir, &["keys", "delete", &uuid::Uuid::now_v7().to_string()]).await;
+        cli(site, &["keys", "delete", &uuid::Uuid::now_v7().to_string()]).await;
     assert!(!ok && stdout.is_empty() && stderr.contains("no key"));
     let (ok, _, stderr) = cli(
-        dir,
+        site,
         &[
             "keys",
             "create",
@@ -465,7 +478,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     )
     .await;
     assert!(!ok && stderr.contains("rate limit"), "{stderr}");
-    let (ok, _, _) = cli(dir, &["keys", "rotate", "not-a-uuid"]).await;
+    let (ok, _, _) = cli(site, &["keys", "rotate", "not-a-uuid"]).await;
     assert!(!ok);
     app.stop().await;
 }
@@ -473,11 +486,13 @@ async fn the_cli_administers_a_running_server_within_a_second() {
 #[tokio::test]
 async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
-    let r = start(dir.path(), "trace").await;
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let r = start(site, "trace").await;
     let org = field(&r.stdout, "X-Org-Id:").unwrap();
     let boot = field(&r.stdout, "X-Api-Key:").unwrap();
     let (ok, out, cli_logs) = cli(
-        dir.path(),
+        site,
         &[
             "keys",
             "create",
@@ -498,7 +513,7 @@ async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
         .unwrap()
         .to_owned();
     let (ok, out, rotate_logs) = cli(
-        dir.path(),
+        site,
         &[
             "keys",
             "rotate",
@@ -539,15 +554,11 @@ async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
     let (status, logs) = terminate(r).await;
     assert!(status.success());
     assert!(logs.len() > 1000, "trace logging was on");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            files.push(std::fs::read(path).unwrap());
-        }
-    }
-    // A clean shutdown folds the write-ahead log into the database file; any left is read too.
-    assert!(dir.path().join("siesta.db").is_file() && !files.is_empty());
+    // SQLite: a clean shutdown folds the write-ahead log into the database file; any left is
+    // read too. PostgreSQL: every row of every table, as text.
+    let files = db.contents(dir.path()).await;
+    assert!(db.is_postgres() || dir.path().join("siesta.db").is_file());
+    assert!(!files.is_empty());
     for key in [&boot, &issued, &rotated] {
         let body = &key[9..];
         assert!(!logs.contains(body), "a key reached the server log");
