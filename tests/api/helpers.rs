@@ -249,9 +249,10 @@ impl TestApp {
 }
 
 /// The server that `SIESTA_TEST_POSTGRES_URL` names, a URL whose user may `CREATE DATABASE`:
-/// when it is set, every test of the run gets a fresh PostgreSQL database there instead of a
-/// fresh SQLite file.
+/// the PostgreSQL-only and replica tests use it, and with `SIESTA_TEST_BACKEND=postgres`
+/// every test of the run gets a fresh PostgreSQL database there instead of a SQLite file.
 const POSTGRES_URL: &str = "SIESTA_TEST_POSTGRES_URL";
+const BACKEND: &str = "SIESTA_TEST_BACKEND";
 /// Each test's own pool, kept small so that a parallel run stays far from the server's limit.
 const TEST_POOL: &str = "max_connections=4";
 
@@ -283,15 +284,20 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// A fresh, empty database: a SQLite file in `dir`, or a new database on the server that
-    /// `SIESTA_TEST_POSTGRES_URL` names.
+    /// A fresh, empty database: a SQLite file in `dir`, or with `SIESTA_TEST_BACKEND=postgres`
+    /// a new database on the server that `SIESTA_TEST_POSTGRES_URL` names.
     pub async fn fresh(dir: &Path) -> TestDatabase {
-        match postgres_url() {
-            Some(server) => TestDatabase::fresh_postgres(&server).await,
-            None => TestDatabase {
+        match std::env::var(BACKEND).as_deref() {
+            Ok("postgres") => {
+                let server = postgres_url()
+                    .unwrap_or_else(|| panic!("{BACKEND}=postgres needs {POSTGRES_URL}"));
+                TestDatabase::fresh_postgres(&server).await
+            }
+            Ok("sqlite") | Err(_) => TestDatabase {
                 url: format!("sqlite://{}", dir.join("siesta.db").display()),
                 postgres: None,
             },
+            Ok(other) => panic!("{BACKEND} is sqlite or postgres, not {other}"),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Integration tests: the real server over HTTP on port 0, a fresh database each: SQLite, or
-//! PostgreSQL on the server `SIESTA_TEST_POSTGRES_URL` names.
+//! PostgreSQL (`SIESTA_TEST_BACKEND=postgres`) on the server `SIESTA_TEST_POSTGRES_URL` names.
 
 mod abuse;
 mod agents;
@@ -17,5 +17,6 @@ mod postgres;
 mod process;
 mod rate_limits;
 mod realtime;
+mod replicas;
 mod sources;
 mod tasks;

@@ -1,5 +1,5 @@
 //! What only PostgreSQL shows: several processes opening one database, an unreachable
-//! server. The rest of the suite runs on PostgreSQL too when `SIESTA_TEST_POSTGRES_URL` is set.
+//! server. The rest of the suite runs on PostgreSQL too with `SIESTA_TEST_BACKEND=postgres`.
 
 use futures_util::future::join_all;
 use siesta::store::{PostgresStore, Store, StoreError};

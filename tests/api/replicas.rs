@@ -1,0 +1,434 @@
+//! Several replicas: two `siesta serve` processes on one PostgreSQL database and one Redis.
+//! Data written through one is read through the other, a key deleted through one is refused
+//! by the other within a second, a key's limit holds across both, and with Redis gone both
+//! keep serving with limits of their own.
+//!
+//! Needs `SIESTA_TEST_POSTGRES_URL` and `SIESTA_TEST_REDIS_URL` (and `redis-server` on the
+//! PATH, or `SIESTA_TEST_REDIS_SERVER`, for the test that stops one). Without them these
+//! tests skip locally and fail under CI.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+const REDIS_URL: &str = "SIESTA_TEST_REDIS_URL";
+
+fn redis_url_or_skip() -> Option<String> {
+    let url = std::env::var(REDIS_URL).ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{REDIS_URL} is not set, and under CI the replica tests must run, not skip"
+        );
+        eprintln!("skipped: {REDIS_URL} is not set");
+    }
+    url
+}
+
+/// One `siesta serve` process.
+struct Replica {
+    base: String,
+    _child: Child,
+}
+
+/// The first replica's bootstrap credentials (an admin key).
+struct Admin {
+    key: String,
+    org: String,
+}
+
+impl Replica {
+    /// Starts a replica and waits until it listens. The first one on an empty database also
+    /// creates the first organization and key, and says them.
+    async fn start(
+        database: &str,
+        redis: &str,
+        dir: &Path,
+        first: bool,
+    ) -> (Replica, Option<Admin>) {
+        let data = tempfile::tempdir_in(dir).unwrap().keep();
+        let log = std::fs::File::create(data.join("server.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_siesta"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .args(["--redis-url", redis, "--rate-limit", "100000"])
+            .arg("--data-dir")
+            .arg(data.join("files"))
+            .current_dir(&data)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("siesta starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut key, mut org) = (None, None, None);
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    base = Some(url.to_owned());
+                    if !first {
+                        break;
+                    }
+                }
+                if let Some(k) = line.trim().strip_prefix("X-Api-Key:") {
+                    key = Some(k.trim().to_owned());
+                }
+                if let Some(o) = line.trim().strip_prefix("X-Org-Id:") {
+                    org = Some(o.trim().to_owned());
+                }
+                if line.trim().starts_with("curl ") {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the replica started within 30 s");
+        let admin = first.then(|| Admin {
+            key: key.expect("the first start printed a key"),
+            org: org.expect("the first start printed the organization"),
+        });
+        let replica = Replica {
+            base: base.expect("the replica said where it listens"),
+            _child: child,
+        };
+        (replica, admin)
+    }
+}
+
+/// Two replicas on a fresh database and the given Redis, and the admin key of the first.
+async fn two_replicas(
+    server: &str,
+    redis: &str,
+    dir: &Path,
+) -> (TestDatabase, Replica, Replica, Admin) {
+    let database = TestDatabase::fresh_postgres(server).await;
+    let (a, admin) = Replica::start(&database.url, redis, dir, true).await;
+    let (b, _) = Replica::start(&database.url, redis, dir, false).await;
+    (database, a, b, admin.unwrap())
+}
+
+struct Client(reqwest::Client);
+
+impl Client {
+    fn new() -> Self {
+        Client(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        replica: &Replica,
+        path: &str,
+        key: &str,
+        org: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .0
+            .request(method, format!("{}{path}", replica.base))
+            .header("X-Api-Key", key)
+            .header("X-Org-Id", org);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("the replica answers");
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, replica: &Replica, path: &str, key: &str, org: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, replica, path, key, org, None)
+            .await
+    }
+
+    /// A new key made through `replica`, as (id, value).
+    async fn new_key(&self, replica: &Replica, admin: &Admin, body: Value) -> (String, String) {
+        let (status, key) = self
+            .call(
+                reqwest::Method::POST,
+                replica,
+                "/api/v1/ApiKey",
+                &admin.key,
+                &admin.org,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        (
+            key["id"].as_str().unwrap().to_owned(),
+            key["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn readiness(&self, replica: &Replica) -> Value {
+        let r = self
+            .0
+            .get(format!("{}/readyz", replica.base))
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn data_written_through_one_replica_is_read_through_the_other() {
+    let (Some(server), Some(redis)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, a, b, admin) = two_replicas(&server, &redis, dir.path()).await;
+    let http = Client::new();
+    let (status, agent) = http
+        .call(
+            reqwest::Method::POST,
+            &a,
+            "/api/v1/Agent",
+            &admin.key,
+            &admin.org,
+            Some(json!({"name": "Triage", "instructions": "Be brief."})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let path = format!("/api/v1/Agent/{}", agent["id"].as_str().unwrap());
+    let (status, read) = http.get(&b, &path, &admin.key, &admin.org).await;
+    assert_eq!(status, 200);
+    assert_eq!(read, agent);
+    let (status, list) = http
+        .get(&b, "/api/v1/Agent?Limit=10", &admin.key, &admin.org)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["total"], 1);
+}
+
+#[tokio::test]
+async fn a_key_deleted_through_one_replica_is_refused_by_the_other_within_a_second() {
+    let (Some(server), Some(redis)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, a, b, admin) = two_replicas(&server, &redis, dir.path()).await;
+    let http = Client::new();
+    let mut lags = Vec::new();
+    for trial in 0..10 {
+        let (id, key) = http
+            .new_key(&a, &admin, json!({"name": format!("trial-{trial}")}))
+            .await;
+        // The other replica verifies the key, and caches it.
+        let (status, _) = http.get(&b, "/api/v1/Me", &key, &admin.org).await;
+        assert_eq!(status, 200);
+        let (status, _) = http
+            .call(
+                reqwest::Method::DELETE,
+                &a,
+                &format!("/api/v1/ApiKey/{id}"),
+                &admin.key,
+                &admin.org,
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let deleted = Instant::now();
+        loop {
+            let (status, body) = http.get(&b, "/api/v1/Me", &key, &admin.org).await;
+            if status == 401 {
+                assert_eq!(body["code"], "invalid_api_key");
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                deleted.elapsed() < Duration::from_secs(1),
+                "trial {trial}: still accepted after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lags.push(deleted.elapsed());
+    }
+    lags.sort();
+    eprintln!(
+        "revocation lag over {} trials: median {:?}, max {:?}",
+        lags.len(),
+        lags[lags.len() / 2],
+        lags[lags.len() - 1]
+    );
+}
+
+/// Sends `n` requests with `key`, alternating between the replicas; counts each status.
+async fn alternate(
+    http: &Client,
+    replicas: [&Replica; 2],
+    key: &str,
+    org: &str,
+    n: usize,
+) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(n);
+    for i in 0..n {
+        let (status, _) = http.get(replicas[i % 2], "/api/v1/Me", key, org).await;
+        statuses.push(status);
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_key_limit_holds_across_replicas() {
+    let (Some(server), Some(redis)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, a, b, admin) = two_replicas(&server, &redis, dir.path()).await;
+    let http = Client::new();
+    const N: usize = 20;
+    let (_, key) = http
+        .new_key(&a, &admin, json!({"name": "limited", "rateLimit": N}))
+        .await;
+    let statuses = alternate(&http, [&a, &b], &key, &admin.org, 3 * N).await;
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(passed >= N, "the burst of {N} passes: {passed}");
+    assert!(
+        passed as f64 <= 1.1 * N as f64,
+        "{passed} of {} passed a limit of {N}/min",
+        3 * N
+    );
+}
+
+/// A `redis-server` of the test's own, on a free port, that the test can stop and restart.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let binary =
+            std::env::var("SIESTA_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (install it, or set SIESTA_TEST_REDIS_SERVER)");
+        OwnRedis {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_for_readiness(http: &Client, replica: &Replica, status: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http.readiness(replica).await;
+        if r["status"] == status || Instant::now() > until {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_gone_replicas_keep_serving_with_limits_of_their_own_and_recover() {
+    let (Some(server), Some(_)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let dir = tempfile::tempdir().unwrap();
+    let http = Client::new();
+    let database = TestDatabase::fresh_postgres(&server).await;
+    let (a, admin) = Replica::start(&database.url, &redis.url(), dir.path(), true).await;
+    let (b, _) = Replica::start(&database.url, &redis.url(), dir.path(), false).await;
+    let admin = admin.unwrap();
+    for r in [&a, &b] {
+        let ready = wait_for_readiness(&http, r, "ready").await;
+        assert_eq!(
+            ready,
+            json!({"status": "ready", "database": "ok", "redis": "ok"})
+        );
+    }
+    const N: usize = 10;
+    let (_, key) = http
+        .new_key(&a, &admin, json!({"name": "limited", "rateLimit": N}))
+        .await;
+
+    redis.stop();
+    // Each replica now limits on its own: at most N (its own full bucket) pass through
+    // each, and nothing fails.
+    let statuses = alternate(&http, [&a, &b], &key, &admin.org, 6 * N).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "no 5xx while Redis is gone: {statuses:?}"
+    );
+    let through = |replica: usize| {
+        statuses
+            .iter()
+            .skip(replica)
+            .step_by(2)
+            .filter(|s| **s == 200)
+            .count()
+    };
+    for replica in 0..2 {
+        assert!(
+            (1..=N).contains(&through(replica)),
+            "replica {replica} let {} through: {statuses:?}",
+            through(replica)
+        );
+    }
+    for r in [&a, &b] {
+        let degraded = wait_for_readiness(&http, r, "degraded").await;
+        assert_eq!(
+            degraded,
+            json!({"status": "degraded", "database": "ok", "redis": "unreachable"})
+        );
+    }
+
+    // Redis back on the same address: both replicas find it by themselves.
+    let _redis = OwnRedis::start(port);
+    for r in [&a, &b] {
+        let ready = wait_for_readiness(&http, r, "ready").await;
+        assert_eq!(ready["redis"], "ok", "{ready}");
+    }
+    let (status, _) = http.get(&b, "/api/v1/Me", &admin.key, &admin.org).await;
+    assert_eq!(status, 200);
+}
