@@ -421,6 +421,16 @@ async fn with_redis_gone_replicas_keep_serving_with_limits_of_their_own_and_reco
             degraded,
             json!({"status": "degraded", "database": "ok", "redis": "unreachable"})
         );
+        let metrics = http
+            .0
+            .get(format!("{}/metrics", r.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("\nsiesta_redis_up 0\n"), "{metrics}");
     }
 
     // Redis back on the same address: both replicas find it by themselves.
