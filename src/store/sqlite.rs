@@ -92,8 +92,14 @@ impl SqliteStore {
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
-    // SQLITE_BUSY: another process held the lock past the busy timeout.
-    map_sqlx_err(e, |code| code == "5")
+    map_sqlx_err(e, busy)
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED: another process held the lock past the busy timeout. sqlx
+/// reports extended codes (517 is BUSY_SNAPSHOT, 773 BUSY_TIMEOUT, ...), whose low byte is
+/// the primary code.
+fn busy(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl UuidColumn for SqliteRow {
@@ -1088,5 +1094,18 @@ impl Store for SqliteStore {
         }
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_busy_or_locked_code_means_unavailable() {
+        for code in ["5", "6", "261", "517", "773", "262"] {
+            assert!(super::busy(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "x"] {
+            assert!(!super::busy(code), "{code}");
+        }
     }
 }
