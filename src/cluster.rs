@@ -122,6 +122,25 @@ impl Cluster {
         }
     }
 
+    /// Announces a key change from a process that is not a replica (the command line).
+    pub async fn announce_from_outside(url: &SecretString) -> Result<(), String> {
+        let client = Client::open(url.expose_secret())
+            .map_err(|e| format!("SIESTA_REDIS_URL is not a Redis URL ({:?})", e.kind()))?;
+        let publish = async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg("keys")
+                .query_async::<i64>(&mut connection)
+                .await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, publish).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("Redis did not take it ({:?})", e.kind())),
+            Err(_) => Err("Redis did not answer in time".into()),
+        }
+    }
+
     async fn ping(&self) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();
         redis::cmd("PING").query_async(&mut connection).await

@@ -442,3 +442,81 @@ async fn with_redis_gone_replicas_keep_serving_with_limits_of_their_own_and_reco
     let (status, _) = http.get(&b, "/api/v1/Me", &admin.key, &admin.org).await;
     assert_eq!(status, 200);
 }
+
+/// Runs the command line on `database`, with the Redis the replicas share, and reads its JSON.
+async fn siesta(database: &str, redis: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_siesta"))
+        .args(["--database", database, "--json"])
+        .args(args)
+        .env("SIESTA_REDIS_URL", redis)
+        .output()
+        .await
+        .expect("the command line runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_command_line_announces_its_key_changes_to_the_replicas() {
+    use futures_util::StreamExt;
+    let Some(redis) = redis_url_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh(dir.path()).await;
+    let db = database.url.as_str();
+    let org = siesta(db, &redis, &["org", "create", "--name", "Acme"]).await;
+    let org = org["id"].as_str().unwrap().to_owned();
+    siesta(db, &redis, &["user", "create", "--email", "ops@acme.test"]).await;
+    siesta(
+        db,
+        &redis,
+        &[
+            "member",
+            "add",
+            "--org",
+            &org,
+            "--user",
+            "ops@acme.test",
+            "--role",
+            "admin",
+        ],
+    )
+    .await;
+    let key = siesta(
+        db,
+        &redis,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org,
+            "--user",
+            "ops@acme.test",
+            "--name",
+            "crm-prod-sync",
+        ],
+    )
+    .await;
+    let id = key["id"].as_str().unwrap().to_owned();
+
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("siesta:keys-changed").await.unwrap();
+    let mut messages = pubsub.on_message();
+    for args in [
+        vec!["keys", "rotate", id.as_str(), "--grace", "0"],
+        vec!["member", "remove", "--org", &org, "--user", "ops@acme.test"],
+    ] {
+        siesta(db, &redis, &args).await;
+        let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+        assert!(
+            matches!(heard, Ok(Some(_))),
+            "{args:?} was announced on Redis"
+        );
+    }
+}
