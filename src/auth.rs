@@ -218,12 +218,43 @@ pub fn required_scope(method: &Method, path: &str) -> Scope {
     }
 }
 
-fn client_ip(request: &Request) -> IpAddr {
-    request
+/// The client's address: the connection's peer, or, when the peer is a trusted proxy, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy. Addresses to the left
+/// of that one were written by the client itself and are never believed.
+fn client_ip(request: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = forwarded_ip(hop) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One entry of `X-Forwarded-For`: an address, perhaps with a port.
+fn forwarded_ip(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// A credential header as sent: absent (or blank), unreadable as text, or a value.
@@ -281,7 +312,7 @@ pub async fn authenticate(
     if request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
-    let ip = client_ip(&request);
+    let ip = client_ip(&request, &state.settings.trusted_proxies);
     let caller = match check(&state, request.headers(), ip).await {
         Ok(c) => c,
         Err(e) => return e.into_response(),

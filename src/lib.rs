@@ -69,6 +69,9 @@ pub struct Settings {
     pub realtime_secret_ttl: Duration,
     /// A Redis shared by several replicas, for rate limits and key-change announcements.
     pub redis_url: Option<secrecy::SecretString>,
+    /// Load balancers and proxies whose `X-Forwarded-For` names the client; a request from
+    /// anywhere else is the client itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The longest a verified key stays cached, whatever else happens: the bound on how
     /// stale a replica can be if every announcement of a change were lost.
     pub key_cache_ttl: Duration,
@@ -92,6 +95,7 @@ impl Default for Settings {
             sweep_every: Duration::from_secs(60),
             realtime_secret_ttl: Duration::from_secs(60),
             redis_url: None,
+            trusted_proxies: Vec::new(),
             key_cache_ttl: Duration::from_secs(30),
         }
     }

@@ -60,6 +60,19 @@ pub struct ServeArgs {
     /// it, limits are per process
     #[arg(long, env = "SIESTA_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Comma-separated addresses or networks (10.0.0.0/8) of load balancers whose
+    /// X-Forwarded-For names the client, for the per-address limit on failed
+    /// authentications; without it, the connection's address is the client
+    #[arg(long, env = "SIESTA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// An address (a network of one) or a network in CIDR notation.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an address or a network such as 10.0.0.0/8"))
 }
 
 /// The model provider the flags describe.
@@ -132,6 +145,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         max_file_bytes: args.max_file_bytes,
         file_ttl: nonzero(args.file_ttl, "file lifetime")?,
         redis_url: args.redis_url.clone().map(secrecy::SecretString::from),
+        trusted_proxies: args.trusted_proxies.clone(),
         ..Settings::default()
     };
     tracing::info!(
@@ -146,6 +160,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         llm_model = args.llm_model.as_deref().unwrap_or("-"),
         data_dir = %args.data_dir.display(),
         max_file_bytes = args.max_file_bytes,
+        trusted_proxies = ?args.trusted_proxies,
         redis = args.redis_url.as_deref().map(redacted_url).as_deref().unwrap_or("(none: limits per process)"),
         "starting"
     );

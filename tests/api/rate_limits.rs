@@ -127,3 +127,50 @@ async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verif
     tokio::time::sleep(Duration::from_millis(400)).await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
 }
+
+/// `n` failed authentications from `client` (as a proxy names it); what the last one got.
+async fn failures(app: &TestApp, org: uuid::Uuid, client: &str, n: usize) -> u16 {
+    let org = org.to_string();
+    let mut last = 0;
+    for _ in 0..n {
+        let garbage = ApiKey::generate(Environment::Live);
+        let r = app
+            .client
+            .get(app.url("/api/v1/Me"))
+            .header("X-Api-Key", garbage.reveal())
+            .header("X-Org-Id", &org)
+            .header("X-Forwarded-For", format!("198.51.100.9, {client}"))
+            .send()
+            .await
+            .unwrap();
+        last = r.status().as_u16();
+    }
+    last
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_has_its_own_failure_limit() {
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 3,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    assert_eq!(failures(&app, t.org_id, "203.0.113.7", 4).await, 429);
+    // Another client behind the same proxy is not held back, and the address the client
+    // wrote itself (on the left) is not believed.
+    assert_eq!(failures(&app, t.org_id, "203.0.113.8:51000", 1).await, 401);
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 3,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    assert_eq!(failures(&app, t.org_id, "203.0.113.7", 4).await, 429);
+    assert_eq!(failures(&app, t.org_id, "203.0.113.8", 1).await, 429);
+}
