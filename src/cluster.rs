@@ -30,25 +30,36 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often an unreachable Redis is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Bucket times in Redis are microseconds since the epoch: exact in a Lua number.
-const MICROS: u64 = 1_000_000;
+/// Redis's clock is read in microseconds since the epoch (exact in a Lua number); a
+/// bucket's distance ahead of that clock is kept in nanoseconds, as the in-memory limiter
+/// keeps it, so both decide alike for every limit up to 10⁹ a minute.
+const NANOS: u64 = 1_000_000_000;
 
-/// One GCRA step on a bucket in Redis, on Redis's clock. ARGV: interval, capacity, and
-/// whether to count the request (`1`) or only look (`0`). Returns the bucket's theoretical
-/// arrival time before the step and the time now; the caller decides the same way
-/// ([`gcra`]) from those two numbers.
+/// One GCRA step on a bucket in Redis, on Redis's clock. The bucket holds when it was last
+/// written (µs) and how far ahead of that its theoretical arrival time was (ns, at most the
+/// burst: about a minute, exact in a Lua number). ARGV: interval and capacity in ns, and
+/// whether to count the request (`1`) or only look (`0`). Returns how far ahead of now the
+/// arrival time is before the step (ns, 0 if in the past); the caller decides the same way
+/// ([`gcra`]) from that number with now = 0.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ahead = 0
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local written, was = string.match(stored, '^(%d+):(%d+)$')
+  if written then
+    ahead = math.max(tonumber(was) - (now - tonumber(written)) * 1000, 0)
+  end
+end
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
-local next_tat = math.max(tat, now) + interval
-if ARGV[3] == '1' and next_tat - now <= capacity then
-  local ttl = math.ceil((next_tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl)
+local next_ahead = ahead + interval
+if ARGV[3] == '1' and next_ahead <= capacity then
+  local ttl = math.ceil(next_ahead / 1000000) + 1000
+  redis.call('SET', KEYS[1], string.format('%.0f:%.0f', now, next_ahead), 'PX', ttl)
 end
-return {string.format('%.0f', tat), string.format('%.0f', now)}
+return string.format('%.0f', ahead)
 ";
 
 /// A Redis shared by the replicas, and whether it answers.
@@ -57,6 +68,8 @@ pub struct Cluster {
     connection: ConnectionManager,
     script: Script,
     up: AtomicBool,
+    /// Redis answers, but with errors (logged once until it answers normally again).
+    refusing: AtomicBool,
     metrics: Metrics,
 }
 
@@ -78,6 +91,7 @@ impl Cluster {
             connection,
             script: Script::new(GCRA),
             up: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             metrics,
         }))
     }
@@ -91,6 +105,31 @@ impl Cluster {
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!("Redis reachable: rate limits are shared by every replica");
             self.metrics.redis_up(true);
+        }
+    }
+
+    /// A call on a request's path failed. Only a lost connection or a timeout means Redis
+    /// is gone; an answer that is an error (a read-only replica after a failover, out of
+    /// memory) leaves the replica on Redis, limiting this one request on its own.
+    fn failed(&self, e: &redis::RedisError) {
+        let unreachable = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal();
+        if unreachable {
+            self.mark_down(e);
+        } else {
+            self.metrics.redis_error();
+            if !self.refusing.swap(true, Ordering::AcqRel) {
+                tracing::warn!(error = ?e.kind(), "Redis answered with an error; limiting on this replica meanwhile");
+            }
+        }
+    }
+
+    fn answered(&self) {
+        if self.refusing.load(Ordering::Relaxed) {
+            self.refusing.store(false, Ordering::Release);
+            tracing::info!("Redis answers normally again");
         }
     }
 
@@ -118,7 +157,7 @@ impl Cluster {
             .query_async(&mut connection)
             .await;
         if let Err(e) = sent {
-            self.mark_down(&e);
+            self.failed(&e);
         }
     }
 
@@ -153,20 +192,18 @@ impl Cluster {
         count: bool,
     ) -> redis::RedisResult<Decision> {
         let mut connection = self.connection.clone();
-        let (tat, now): (String, String) = self
+        let ahead: String = self
             .script
             .key(format!("{PREFIX}{bucket}"))
-            .arg(quota.interval(MICROS))
-            .arg(quota.capacity(MICROS))
+            .arg(quota.interval(NANOS))
+            .arg(quota.capacity(NANOS))
             .arg(if count { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
-        let number = |s: &str| {
-            s.parse::<u64>().map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a time"))
-            })
-        };
-        Ok(gcra(number(&tat)?, number(&now)?, quota, MICROS).0)
+        let ahead = ahead.parse::<u64>().map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a duration"))
+        })?;
+        Ok(gcra(ahead, 0, quota, NANOS).0)
     }
 
     /// Keeps watching Redis: tries it again every second while it is unreachable, and
@@ -248,8 +285,11 @@ impl RateLimiter for SharedRateLimiter {
     async fn check(&self, bucket: Bucket, quota: Quota) -> Decision {
         if self.cluster.is_up() {
             match self.cluster.step(bucket, quota, true).await {
-                Ok(decision) => return decision,
-                Err(e) => self.cluster.mark_down(&e),
+                Ok(decision) => {
+                    self.cluster.answered();
+                    return decision;
+                }
+                Err(e) => self.cluster.failed(&e),
             }
         }
         self.local.check(bucket, quota).await
@@ -258,8 +298,11 @@ impl RateLimiter for SharedRateLimiter {
     async fn peek(&self, bucket: Bucket, quota: Quota) -> Option<Decision> {
         if self.cluster.is_up() {
             match self.cluster.step(bucket, quota, false).await {
-                Ok(decision) => return (!decision.allowed).then_some(decision),
-                Err(e) => self.cluster.mark_down(&e),
+                Ok(decision) => {
+                    self.cluster.answered();
+                    return (!decision.allowed).then_some(decision);
+                }
+                Err(e) => self.cluster.failed(&e),
             }
         }
         self.local.peek(bucket, quota).await
