@@ -26,6 +26,7 @@ pub struct Cli {
         long,
         global = true,
         env = "SIESTA_DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://siesta.db"
     )]
     pub database: String,
@@ -75,7 +76,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let changes_keys = matches!(
         &cli.command,
         Command::Keys(keys::KeysCommand::Rotate { .. } | keys::KeysCommand::Delete { .. })
-            | Command::Member(member::MemberCommand::Remove { .. })
+            | Command::Member(
+                member::MemberCommand::Add { .. } | member::MemberCommand::Remove { .. }
+            )
     );
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.database, args).await,

@@ -113,13 +113,20 @@ fn parse_per_minute(s: &str) -> Result<u32, String> {
 }
 
 /// The database URL as it may be logged: without a password.
+/// A URL as the log may show it: without user information, and without its query, where
+/// a password can also travel (`?password=`, `?pass=`).
 fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?[REDACTED]"),
+        None => (url, ""),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
+            format!("{}://[REDACTED]@{}", &base[..scheme], &base[at + 1..])
         }
-        _ => url.to_owned(),
-    }
+        _ => base.to_owned(),
+    };
+    base + query
 }
 
 pub async fn run(database: &str, args: ServeArgs) -> CliResult {
@@ -196,4 +203,26 @@ fn nonzero(d: HumanDuration, what: &str) -> Result<Duration, CliError> {
         return Err(CliError(format!("the {what} must be longer than 0")));
     }
     Ok(d.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        assert_eq!(
+            redacted_url("postgres://u:secret@db:5432/siesta"),
+            "postgres://[REDACTED]@db:5432/siesta"
+        );
+        assert_eq!(
+            redacted_url("postgres://db/siesta?password=secret&max_connections=4"),
+            "postgres://db/siesta?[REDACTED]"
+        );
+        assert_eq!(
+            redacted_url("redis+unix:///run/redis.sock?pass=secret"),
+            "redis+unix:///run/redis.sock?[REDACTED]"
+        );
+        assert_eq!(redacted_url("sqlite://siesta.db"), "sqlite://siesta.db");
+    }
 }
