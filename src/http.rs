@@ -291,6 +291,16 @@ impl Params {
         self.get(name).map(str::trim).filter(|s| !s.is_empty())
     }
 
+    /// A non-empty text parameter to search or filter by: any text but control characters.
+    pub fn search(&self, name: &str, errors: &mut FieldErrors) -> Option<&str> {
+        let v = self.text(name)?;
+        if v.chars().any(char::is_control) {
+            errors.add(name, "must not contain control characters");
+            return None;
+        }
+        Some(v)
+    }
+
     /// `Offset` (default 0, at least 0) and `Limit` (default 25, 1 to 100).
     pub fn page(&self, errors: &mut FieldErrors) -> Page {
         let mut number =
@@ -403,6 +413,36 @@ const SERVER_OWNED: [&str; 9] = [
     "key",
     "replacedBy",
 ];
+
+/// An id as the API writes them: the 36-character hyphenated form, and only that (the
+/// document's pattern says so; other spellings of a UUID are refused, not guessed at).
+pub fn parse_id(s: &str) -> Option<uuid::Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::try_parse(s).ok()
+}
+
+/// An optional id field of a body, read with [`parse_id`].
+pub fn id_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<uuid::Uuid>, D::Error> {
+    let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    text.map(|s| parse_id(&s).ok_or_else(|| serde::de::Error::custom("not an id")))
+        .transpose()
+}
+
+/// An optional list of ids in a body, each read with [`parse_id`].
+pub fn id_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<uuid::Uuid>>, D::Error> {
+    let texts = <Option<Vec<String>> as serde::Deserialize>::deserialize(d)?;
+    texts
+        .map(|list| {
+            list.iter()
+                .map(|s| parse_id(s).ok_or_else(|| serde::de::Error::custom("not an id")))
+                .collect()
+        })
+        .transpose()
+}
 
 /// For a field whose `null` means something (go back to the default): `None` when the
 /// field is left out, `Some(None)` when it is sent as `null`. Use with `#[serde(default)]`.

@@ -150,11 +150,9 @@ async fn list_agents(
 ) -> Result<Json<List<Agent>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
+    let search = params.search("Search", &mut errors);
     errors.check()?;
-    let listed = state
-        .store
-        .list_agents(caller.org_id, params.text("Search"), page)
-        .await?;
+    let listed = state.store.list_agents(caller.org_id, search, page).await?;
     Ok(Json(List::new(listed, page)))
 }
 

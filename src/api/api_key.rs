@@ -151,9 +151,10 @@ async fn list_keys(
 ) -> Result<Json<List<KeyRecord>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
+    let search = params.search("Search", &mut errors).map(str::to_owned);
     errors.check()?;
     let filter = KeyFilter {
-        search: params.text("Search").map(str::to_owned),
+        search,
         ..KeyFilter::default()
     };
     let keys = state.store.list_keys(caller.org_id, &filter).await?;

@@ -54,7 +54,7 @@ async fn list_audit(
     let filter = AuditFilter {
         from: params.time("From", &mut errors),
         to: params.time("To", &mut errors),
-        action: params.text("Action").map(str::to_owned),
+        action: params.search("Action", &mut errors).map(str::to_owned),
     };
     errors.check()?;
     if wants_csv(&headers) {

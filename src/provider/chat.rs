@@ -184,6 +184,12 @@ fn parse_line(line: &str) -> Line {
         .pointer("/choices/0/delta/content")
         .and_then(Value::as_str)
     {
+        // U+0000 cannot be stored (PostgreSQL text refuses it) and means nothing in an
+        // answer: it is dropped.
+        Some(text) if text.contains('\0') => match text.replace('\0', "") {
+            t if t.is_empty() => Line::Skip,
+            t => Line::Piece(t),
+        },
         Some(text) if !text.is_empty() => Line::Piece(text.to_owned()),
         _ => Line::Skip,
     }
@@ -195,6 +201,8 @@ mod tests {
 
     #[test]
     fn lines_of_the_stream_are_read_as_pieces() {
+        let nul = r#"data: {"choices":[{"delta":{"content":"a\u0000b"}}]}"#;
+        assert!(matches!(parse_line(nul), Line::Piece(t) if t == "ab"));
         let piece = r#"data: {"choices":[{"delta":{"content":"Hel"}}]}"#;
         assert!(matches!(parse_line(piece), Line::Piece(p) if p == "Hel"));
         assert!(matches!(parse_line("data: [DONE]"), Line::Done));

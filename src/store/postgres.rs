@@ -81,7 +81,7 @@ impl PostgresStore {
 
     /// Runs one statement in a transaction with its audit record.
     async fn audited(&self, sql: &str, args: PgArguments, audit: AuditRecord) -> StoreResult<()> {
-        self.audited_or(sql, args, audit, map_err).await
+        self.audited_or(sql, args, audit, map_err, false).await
     }
 
     /// [`Self::audited`], with the statement's own reading of its errors.
@@ -91,12 +91,16 @@ impl PostgresStore {
         args: PgArguments,
         audit: AuditRecord,
         on_err: fn(sqlx::Error) -> StoreError,
+        bump: bool,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query_with(sql, args)
             .execute(&mut *tx)
             .await
             .map_err(on_err)?;
+        if bump {
+            bump_generation(&mut tx).await?;
+        }
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -491,11 +495,12 @@ impl Store for PostgresStore {
             a.add(m.role.as_str())?;
             a.add(m.created_at.millis())
         })?;
-        self.audited_or(sql, args, audit, |e| match &e {
+        // A member added (or given another role) changes what cached keys may do.
+        let on_err = |e: sqlx::Error| match &e {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
             _ => map_err(e),
-        })
-        .await
+        };
+        self.audited_or(sql, args, audit, on_err, true).await
     }
 
     async fn remove_member(

@@ -507,6 +507,13 @@ pub(super) fn map_sqlx_err(e: sqlx::Error, unavailable: fn(&str) -> bool) -> Sto
         sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable(&c)) => {
             StoreError::Unavailable(e.to_string())
         }
+        // PostgreSQL's text cannot hold U+0000: the request's fault, not the server's.
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22021" || c == "22P05") => {
+            StoreError::Invalid {
+                field: "request",
+                message: "holds a character the database cannot store (U+0000)".into(),
+            }
+        }
         _ => StoreError::Internal(e.to_string()),
     }
 }

@@ -395,6 +395,8 @@ impl Store for SqliteStore {
             StoreError::Internal(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound,
             other => other,
         })?;
+        // A member added (or given another role) changes what cached keys may do.
+        bump_generation(&mut tx).await?;
         insert_audit(&mut tx, &[audit]).await?;
         tx.commit().await.map_err(map_err)
     }
