@@ -14,10 +14,12 @@ use crate::duration::{DURATION_PATTERN, POSITIVE_DURATION_PATTERN};
 /// No control characters but tab, line feed and carriage return (what
 /// `FieldErrors::text` refuses).
 const TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
-/// As [`TEXT`], with at least one character that is not white space.
-const NOT_BLANK: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
-/// A key name: printable, with no space at either end (what `lifecycle::check_name` checks).
-const KEY_NAME: &str = r"^[^\s\u0000-\u001F\u007F-\u009F]([^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F])?$";
+/// As [`TEXT`], with at least one character that is neither a control character nor white
+/// space as Rust's `trim` reads it (spelled out: a JavaScript `\s` also takes U+FEFF).
+const NOT_BLANK: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+/// A key name: no control characters, and no white space at either end (what
+/// `lifecycle::check_name` checks).
+const KEY_NAME: &str = r"^[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]([^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?$";
 /// An id as the API writes them.
 const UUID: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -155,14 +157,19 @@ fn constrain_bodies(doc: &mut OpenApi) {
     }
 }
 
-/// Query parameters with a format (ids, times) get its pattern too. Free-text ones
-/// (`Search`, `Action`) take anything.
+/// Path and query parameters get the pattern of their format (ids), or of free text
+/// (`Search`, `Action`: no control characters). Times keep only their format: a pattern cannot say
+/// which days a month has.
 fn constrain_parameters(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for op in operations(item) {
             for parameter in op.parameters.iter_mut().flatten() {
                 if let Some(RefOr::T(Schema::Object(o))) = &mut parameter.schema {
-                    if is_string(&o.schema_type) && o.pattern.is_none() && o.format.is_some() {
+                    let timed = matches!(
+                        o.format,
+                        Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))
+                    );
+                    if is_string(&o.schema_type) && o.pattern.is_none() && !timed {
                         o.pattern = pattern_for(o.format.as_ref(), None).map(str::to_owned);
                     }
                 }
@@ -185,6 +192,27 @@ fn body_names_ids(op: &Operation, schemas: &BTreeMap<String, RefOr<Schema>>) -> 
     std::iter::once(text.clone())
         .chain(referenced)
         .any(|json| json.contains("\"format\":\"uuid\""))
+}
+
+/// The fields of a component schema, through `allOf` too (`IssuedKey` is a `KeyRecord` and
+/// a `key`).
+fn fields_of(schemas: &BTreeMap<String, RefOr<Schema>>, name: &str) -> Vec<String> {
+    match schemas.get(name) {
+        Some(RefOr::T(Schema::Object(o))) => o.properties.keys().cloned().collect(),
+        Some(RefOr::T(Schema::AllOf(all))) => all
+            .items
+            .iter()
+            .flat_map(|item| match item {
+                RefOr::Ref(r) => fields_of(
+                    schemas,
+                    r.ref_location.rsplit('/').next().unwrap_or_default(),
+                ),
+                RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+                RefOr::T(_) => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Links from what an operation answers to the operations that take it: an object's `id`
@@ -216,17 +244,11 @@ fn link_creates(doc: &mut OpenApi) {
             }
         }
     }
-    let fields_of = |name: &str| -> Vec<String> {
-        match doc.components.as_ref().and_then(|c| c.schemas.get(name)) {
-            Some(RefOr::T(Schema::Object(o))) => o.properties.keys().cloned().collect(),
-            _ => Vec::new(),
-        }
-    };
     let mut plans = Vec::new();
     for (path, item) in doc.paths.paths.iter() {
-        let ops = [&item.get, &item.put, &item.post, &item.delete];
-        for (method, op) in ops.into_iter().enumerate() {
-            let Some(op) = op else { continue };
+        // Only what a POST made: a read (`GET /Me` names the calling key) is no invitation
+        // to delete what it names.
+        if let Some(op) = &item.post {
             for (status, response) in &op.responses.responses {
                 if !status.starts_with('2') {
                     continue;
@@ -242,7 +264,7 @@ fn link_creates(doc: &mut OpenApi) {
                     continue;
                 };
                 let schema = r.ref_location.rsplit('/').next().unwrap_or_default();
-                for field in fields_of(schema) {
+                for field in fields_of(&schemas, schema) {
                     for (parameter, targets) in &by_parameter {
                         let under_collection = field == "id"
                             && targets.iter().all(|(p, _)| {
@@ -255,7 +277,6 @@ fn link_creates(doc: &mut OpenApi) {
                         for (_, target) in targets {
                             plans.push((
                                 path.clone(),
-                                method,
                                 status.clone(),
                                 target.clone(),
                                 parameter.clone(),
@@ -267,19 +288,12 @@ fn link_creates(doc: &mut OpenApi) {
             }
         }
     }
-    for (path, method, status, target, parameter, field) in plans {
-        let Some(item) = doc.paths.paths.get_mut(&path) else {
-            continue;
-        };
-        let op = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .nth(method)
-        .and_then(Option::as_mut);
+    for (path, status, target, parameter, field) in plans {
+        let op = doc
+            .paths
+            .paths
+            .get_mut(&path)
+            .and_then(|item| item.post.as_mut());
         let Some(RefOr::T(response)) = op.and_then(|op| op.responses.responses.get_mut(&status))
         else {
             continue;

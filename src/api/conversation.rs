@@ -42,9 +42,11 @@ pub struct NewMessage {
     )]
     pub message: Option<String>,
     /// Continue this conversation (with the same agent); without it a new one starts.
+    #[serde(default, deserialize_with = "crate::http::id_field")]
     #[schema(nullable = false)]
     pub conversation_id: Option<Uuid>,
     /// Up to 10 of the organization's unexpired files, given to the agent as context.
+    #[serde(default, deserialize_with = "crate::http::id_list")]
     #[schema(nullable = false, max_items = 10)]
     pub file_ids: Option<Vec<Uuid>>,
 }

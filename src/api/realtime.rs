@@ -36,6 +36,7 @@ const IDLE: Duration = Duration::from_secs(300);
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewRealtimeSession {
     /// Continue this conversation (with the same agent); without it a new one starts.
+    #[serde(default, deserialize_with = "crate::http::id_field")]
     #[schema(nullable = false)]
     pub conversation_id: Option<Uuid>,
 }

@@ -25,6 +25,7 @@ const DESCRIPTION_MAX: usize = 10_000;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTask {
     /// The workspace, one of the organization's own.
+    #[serde(default, deserialize_with = "crate::http::id_field")]
     #[schema(required = true, nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
@@ -53,6 +54,7 @@ impl RequestBody for NewTask {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskUpdate {
     /// Moves the task to another of the organization's workspaces.
+    #[serde(default, deserialize_with = "crate::http::id_field")]
     #[schema(nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
@@ -155,7 +157,7 @@ async fn list_tasks(
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
     let workspace_id = params.get("WorkspaceId").and_then(|w| {
-        let parsed = Uuid::try_parse(w).ok();
+        let parsed = crate::http::parse_id(w);
         if parsed.is_none() {
             errors.add("WorkspaceId", "must be a workspace id (a UUID)");
         }

@@ -162,6 +162,11 @@ async fn typed_parameters_sent_empty_or_out_of_range_are_refused() {
         ("/api/v1/AuditLog?To=", "To"),
         ("/api/v1/Agent?Offset=1000000001", "Offset"),
         ("/api/v1/Agent?Offset=%201", "Offset"),
+        ("/api/v1/Agent?Search=a%00b", "Search"),
+        (
+            "/api/v1/Task?WorkspaceId=0190a1b2c3d4e5f60718293a4b5c6d7e",
+            "WorkspaceId",
+        ),
     ] {
         let key = if path.contains("AuditLog") {
             &t.admin
@@ -177,4 +182,44 @@ async fn typed_parameters_sent_empty_or_out_of_range_are_refused() {
     app.get("/api/v1/Agent?Offset=1000000000", &t.read, t.org_id)
         .await
         .ok(200);
+}
+
+#[tokio::test]
+async fn ids_in_a_body_are_written_as_the_api_writes_them() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let ws = app
+        .post(
+            "/api/v1/TaskWorkspace",
+            &t.write,
+            t.org_id,
+            json!({"name": "Support"}),
+        )
+        .await
+        .ok(201);
+    let id: uuid::Uuid = ws["id"].as_str().unwrap().parse().unwrap();
+    for other in [
+        id.simple().to_string(),
+        id.braced().to_string(),
+        id.urn().to_string(),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/Task",
+                &t.write,
+                t.org_id,
+                json!({"title": "Call back", "workspaceId": other}),
+            )
+            .await
+            .problem(400, "validation_error");
+        assert!(r["errors"]["workspaceId"].is_array(), "{other}: {r}");
+    }
+    app.post(
+        "/api/v1/Task",
+        &t.write,
+        t.org_id,
+        json!({"title": "Call back", "workspaceId": id.to_string().to_uppercase()}),
+    )
+    .await
+    .ok(201);
 }

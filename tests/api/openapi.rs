@@ -84,6 +84,15 @@ async fn creates_link_to_the_operations_on_what_they_made() {
         serde_json::json!({"operationId": "get_agent", "parameters": {"agentId": "$response.body#/id"}})
     );
     assert!(links["delete_agent"].is_object());
+    assert_eq!(
+        doc["paths"]["/api/v1/ApiKey"]["post"]["responses"]["201"]["links"]["delete_key"]
+            ["parameters"]["keyId"],
+        "$response.body#/id"
+    );
+    // A read is no invitation to delete what it names: GET /Me names the calling key.
+    assert!(doc["paths"]["/api/v1/Me"]["get"]["responses"]["200"]
+        .get("links")
+        .is_none());
     // An operation whose body names other objects by id is not a link target.
     assert!(links.get("respond").is_none(), "{links}");
     let task = &doc["paths"]["/api/v1/Task"]["post"]["responses"]["201"]["links"];

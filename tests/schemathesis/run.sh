@@ -58,6 +58,13 @@ SIESTA_FILE_ID="$(curl -sS --fail-with-body "$base/api/v1/File" -H "X-Api-Key: $
   -F "file=@$work/seed.txt;type=text/plain" | id_of)"
 SIESTA_CONNECTION_ID="$(api POST /Connection '{"type":"slack","name":"Seeded connection"}' | id_of)"
 
-export SIESTA_API_KEY="$key" SIESTA_ORG_ID="$org"
-schemathesis --config-file "$here/schemathesis.toml" run "$base/openapi.json" --url "$base" \
-  --header "X-Api-Key: $key" --header "X-Org-Id: $org" "$@"
+st() { # CONFIG PHASES
+  schemathesis --config-file "$here/$1" run "$base/openapi.json" --url "$base" --phases "$2" \
+    --header "X-Api-Key: $key" --header "X-Org-Id: $org"
+}
+failed=0
+echo "== examples, coverage and fuzzing, on the seeded objects"
+st seeded.toml examples,coverage,fuzzing || failed=1
+echo "== stateful: create, then follow the links"
+st stateful.toml stateful || failed=1
+exit "$failed"
