@@ -418,7 +418,8 @@ impl PageQuery<'_> {
         PageSql {
             count: format!("SELECT COUNT(*) FROM {from} WHERE {filter}"),
             select: format!(
-                "SELECT {columns} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
+                "SELECT {columns}, COUNT(*) OVER () AS {TOTAL} FROM {from} WHERE {filter} \
+                 ORDER BY {order} LIMIT ${} OFFSET ${}",
                 n + 1,
                 n + 2
             ),
@@ -426,11 +427,15 @@ impl PageQuery<'_> {
     }
 }
 
-/// A [`PageQuery`] as SQL: the count of all matches, and one page of them.
+/// A [`PageQuery`] as SQL: one page of the matches, each row also carrying the count of all
+/// matches (one statement, one round trip), and the count alone for a page past the end.
 pub(super) struct PageSql {
     count: String,
     select: String,
 }
+
+/// The column of a page's rows that holds the count of all matches.
+const TOTAL: &str = "total_matches";
 
 /// One page of a list query on `pool` and the count of all its matches; `args` binds the
 /// filter's placeholders.
@@ -448,19 +453,26 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     i64: Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
+    for<'s> &'s str: ColumnIndex<DB::Row>,
 {
-    let total: i64 = sqlx::query_scalar_with(&sql.count, args.clone())
-        .fetch_one(pool)
-        .await
-        .map_err(map_err)?;
-    let mut args = args;
-    args.add(page.limit)
-        .and_then(|()| args.add(page.offset))
+    let mut paged = args.clone();
+    paged
+        .add(page.limit)
+        .and_then(|()| paged.add(page.offset))
         .map_err(|e| StoreError::Internal(e.to_string()))?;
-    let rows = sqlx::query_with(&sql.select, args)
+    let rows = sqlx::query_with(&sql.select, paged)
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
+    let total: i64 = match rows.first() {
+        Some(row) => row.try_get(TOTAL).map_err(map_err)?,
+        None if page.offset == 0 => 0,
+        // Past the last page: the rows cannot say how many there are.
+        None => sqlx::query_scalar_with(&sql.count, args)
+            .fetch_one(pool)
+            .await
+            .map_err(map_err)?,
+    };
     Ok(Listed {
         items: rows.iter().map(map).collect::<StoreResult<_>>()?,
         total,

@@ -77,6 +77,14 @@ async fn lists_page_oldest_first_and_search_by_name() {
         names,
         ["agent-25", "agent-26", "agent-27", "agent-28", "agent-29"]
     );
+    assert_eq!(rest["total"], 30);
+    // Past the last page: no items, and still the count of all.
+    let past = app
+        .get("/api/v1/Agent?Offset=40", &t.read, t.org_id)
+        .await
+        .ok(200);
+    assert_eq!(past["items"], json!([]));
+    assert_eq!(past["total"], 30);
     let found = app
         .get("/api/v1/Agent?Search=billing", &t.read, t.org_id)
         .await
