@@ -71,7 +71,7 @@ impl PostgresStore {
         page: Page,
         map: fn(&PgRow) -> StoreResult<T>,
     ) -> StoreResult<Listed<T>> {
-        let sql = query.sql(args.len());
+        let sql = query.sql(args.len(), true);
         list_page(&self.pool, &sql, args, page, map, map_err).await
     }
 

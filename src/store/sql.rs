@@ -408,7 +408,9 @@ pub(super) struct PageQuery<'a> {
 
 impl PageQuery<'_> {
     /// The statements, for a filter of `n` arguments; the limit and offset come after them.
-    pub fn sql(&self, n: usize) -> PageSql {
+    /// `counted` is for a database across a network, where a round trip costs more than
+    /// counting along: SQLite, in the process, stops reading at the page's end instead.
+    pub fn sql(&self, n: usize, counted: bool) -> PageSql {
         let PageQuery {
             columns,
             from,
@@ -418,24 +420,28 @@ impl PageQuery<'_> {
         PageSql {
             count: format!("SELECT COUNT(*) FROM {from} WHERE {filter}"),
             select: format!(
-                "SELECT {columns}, COUNT(*) OVER () AS {TOTAL} FROM {from} WHERE {filter} \
-                 ORDER BY {order} LIMIT ${} OFFSET ${}",
+                "SELECT {columns}{} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
+                if counted { COUNTED } else { "" },
                 n + 1,
                 n + 2
             ),
+            counted,
         }
     }
 }
 
-/// A [`PageQuery`] as SQL: one page of the matches, each row also carrying the count of all
-/// matches (one statement, one round trip), and the count alone for a page past the end.
+/// A [`PageQuery`] as SQL: the count of all matches, and one page of them; when `counted`,
+/// each row of the page also carries the count, so a page is one round trip (the count
+/// alone is then only for a page past the end).
 pub(super) struct PageSql {
     count: String,
     select: String,
+    counted: bool,
 }
 
-/// The column of a page's rows that holds the count of all matches.
+/// The column of a counted page's rows that holds the count of all matches.
 const TOTAL: &str = "total_matches";
+const COUNTED: &str = ", COUNT(*) OVER () AS total_matches";
 
 /// One page of a list query on `pool` and the count of all its matches; `args` binds the
 /// filter's placeholders.
@@ -455,6 +461,17 @@ where
     usize: ColumnIndex<DB::Row>,
     for<'s> &'s str: ColumnIndex<DB::Row>,
 {
+    let count = |args| async {
+        sqlx::query_scalar_with::<_, i64, _>(&sql.count, args)
+            .fetch_one(pool)
+            .await
+            .map_err(map_err)
+    };
+    let counted_first = if sql.counted {
+        None
+    } else {
+        Some(count(args.clone()).await?)
+    };
     let mut paged = args.clone();
     paged
         .add(page.limit)
@@ -464,14 +481,12 @@ where
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
-    let total: i64 = match rows.first() {
-        Some(row) => row.try_get(TOTAL).map_err(map_err)?,
-        None if page.offset == 0 => 0,
+    let total = match (counted_first, rows.first()) {
+        (Some(total), _) => total,
+        (None, Some(row)) => row.try_get(TOTAL).map_err(map_err)?,
+        (None, None) if page.offset == 0 => 0,
         // Past the last page: the rows cannot say how many there are.
-        None => sqlx::query_scalar_with(&sql.count, args)
-            .fetch_one(pool)
-            .await
-            .map_err(map_err)?,
+        (None, None) => count(args).await?,
     };
     Ok(Listed {
         items: rows.iter().map(map).collect::<StoreResult<_>>()?,

@@ -79,7 +79,7 @@ impl SqliteStore {
         page: Page,
         map: fn(&SqliteRow) -> StoreResult<T>,
     ) -> StoreResult<Listed<T>> {
-        let sql = query.sql(args.len());
+        let sql = query.sql(args.len(), false);
         list_page(&self.reader, &sql, args, page, map, map_err).await
     }
 
