@@ -151,12 +151,7 @@ impl Cluster {
             return;
         }
         let mut connection = self.connection.clone();
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg("keys")
-            .query_async(&mut connection)
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = publish(&mut connection).await {
             self.failed(&e);
         }
     }
@@ -167,11 +162,7 @@ impl Cluster {
             .map_err(|e| format!("SIESTA_REDIS_URL is not a Redis URL ({:?})", e.kind()))?;
         let publish = async {
             let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg("keys")
-                .query_async::<i64>(&mut connection)
-                .await
+            publish(&mut connection).await
         };
         match tokio::time::timeout(CONNECT_TIMEOUT * 2, publish).await {
             Ok(Ok(_)) => Ok(()),
@@ -255,6 +246,16 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Announces a key change on the channel every replica follows.
+async fn publish(connection: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
+    redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg("keys")
+        .query_async::<i64>(connection)
+        .await
+        .map(drop)
 }
 
 fn timed_out() -> redis::RedisError {

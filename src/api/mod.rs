@@ -39,7 +39,8 @@ use crate::error::{ApiError, Problem};
 use crate::http::{context, MAX_JSON_BYTES};
 use crate::AppState;
 
-/// A UUID in the path; anything else names nothing, so it is a 404 like a missing object.
+/// An id in the path, written as the API writes ids ([`crate::http::parse_id`]); anything
+/// else names nothing, so it is a 404 like a missing object.
 pub struct PathId(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
@@ -49,9 +50,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found())?;
-        Uuid::try_parse(&raw)
+        crate::http::parse_id(&raw)
             .map(PathId)
-            .map_err(|_| ApiError::not_found())
+            .ok_or_else(ApiError::not_found)
     }
 }
 
