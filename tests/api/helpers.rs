@@ -260,20 +260,28 @@ fn postgres_url() -> Option<String> {
     std::env::var(POSTGRES_URL).ok().filter(|u| !u.is_empty())
 }
 
-/// The PostgreSQL server for a test that needs one whatever the run's backend: `None` where
-/// none is configured, so the test can skip, but a panic under CI, where a skipped test would
-/// pass unseen.
-pub fn postgres_url_or_skip() -> Option<String> {
-    let url = postgres_url();
+/// The service a test needs, named by the environment variable `var`: `None` where none is
+/// configured, so the test can skip, but a panic under CI, where a skipped test would pass
+/// unseen.
+pub fn service_url_or_skip(var: &str, what: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
     if url.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "{POSTGRES_URL} is not set, and under CI the PostgreSQL tests must run, not skip: \
-             set it to a server where the user may CREATE DATABASE"
+            "{var} is not set, and under CI the tests that need it must run, not skip: \
+             set it to {what}"
         );
-        eprintln!("skipped: {POSTGRES_URL} is not set");
+        eprintln!("skipped: {var} is not set");
     }
     url
+}
+
+/// The PostgreSQL server for a test that needs one whatever the run's backend.
+pub fn postgres_url_or_skip() -> Option<String> {
+    service_url_or_skip(
+        POSTGRES_URL,
+        "a PostgreSQL server where the user may CREATE DATABASE",
+    )
 }
 
 /// A test's own database, on the run's backend; a PostgreSQL one is dropped with this.

@@ -258,3 +258,46 @@ async fn racing_creations_of_one_name_issue_one_key() {
         }
     }
 }
+
+/// Marks a key deleted behind the server's back: no change counter, no announcement.
+async fn delete_unannounced(app: &TestApp, key_id: uuid::Uuid) {
+    use sqlx::Connection;
+    let sql = format!("UPDATE api_keys SET deleted_at = 1 WHERE id = '{key_id}'");
+    if app.database.is_postgres() {
+        let mut conn = sqlx::PgConnection::connect(&app.database.url)
+            .await
+            .unwrap();
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&app.database.url)
+            .await
+            .unwrap();
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn no_key_stays_cached_past_the_cache_lifetime_even_if_every_signal_is_lost() {
+    let app = spawn_app_with(siesta::Settings {
+        key_cache_ttl: Duration::from_millis(1500),
+        ..siesta::Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let (id, key) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
+        .await;
+    // Let the server see the change counter that issuing moved, then cache the key.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    delete_unannounced(&app, id).await;
+    app.get("/api/v1/Me", &key, t.org_id).await.ok(200); // still cached
+    let refused = eventually(Duration::from_secs(3), || async {
+        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the cached key was dropped after its lifetime"
+    );
+}

@@ -17,18 +17,11 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-const REDIS_URL: &str = "SIESTA_TEST_REDIS_URL";
-
 fn redis_url_or_skip() -> Option<String> {
-    let url = std::env::var(REDIS_URL).ok().filter(|u| !u.is_empty());
-    if url.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{REDIS_URL} is not set, and under CI the replica tests must run, not skip"
-        );
-        eprintln!("skipped: {REDIS_URL} is not set");
-    }
-    url
+    service_url_or_skip(
+        "SIESTA_TEST_REDIS_URL",
+        "a Redis server, such as redis://127.0.0.1:6379",
+    )
 }
 
 /// One `siesta serve` process.
@@ -519,4 +512,54 @@ async fn the_command_line_announces_its_key_changes_to_the_replicas() {
             "{args:?} was announced on Redis"
         );
     }
+}
+
+#[tokio::test]
+async fn deletes_and_rotations_through_the_api_are_announced_on_redis() {
+    use futures_util::StreamExt;
+    let Some(redis) = redis_url_or_skip() else {
+        return;
+    };
+    let app = spawn_app_with(siesta::Settings {
+        redis_url: Some(redis.clone().into()),
+        ..siesta::Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("siesta:keys-changed").await.unwrap();
+    let mut messages = pubsub.on_message();
+    let (id, _) = app
+        .issue(t.org_id, t.owner, "crm-prod-sync", siesta::key::Scope::Read)
+        .await;
+    // The replica may start before it has reached Redis: wait until it has.
+    let ready = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+            let body: Value = r.json().await.unwrap();
+            if body["redis"] == "ok" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    ready.await.expect("the server reached Redis");
+    let rotated = app
+        .post(
+            &format!("/api/v1/ApiKey/{id}/rotate"),
+            &t.admin,
+            t.org_id,
+            json!({}),
+        )
+        .await
+        .ok(200);
+    let successor = rotated["id"].as_str().unwrap().to_owned();
+    let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+    assert!(matches!(heard, Ok(Some(_))), "the rotation was announced");
+    app.delete(&format!("/api/v1/ApiKey/{successor}"), &t.admin, t.org_id)
+        .await
+        .ok(204);
+    let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+    assert!(matches!(heard, Ok(Some(_))), "the delete was announced");
 }
