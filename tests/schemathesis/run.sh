@@ -19,14 +19,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Limits high enough that the run measures the contract, not the rate limiter.
+# Limits high enough that the run measures the contract, not the rate limiter. The output
+# files exist before the server starts: the background job opens them only once it runs.
 cd "$work"
+: >"$work/stdout"
+: >"$work/stderr"
 "$bin" serve --listen 127.0.0.1:0 --rate-limit 100000000 --auth-failure-limit 100000000 \
   >"$work/stdout" 2>"$work/stderr" &
 server=$!
 
 base="" key="" org=""
 for _ in $(seq 1 100); do
+  kill -0 "$server" 2>/dev/null || break
   base="$(sed -n 's/^listening on //p' "$work/stdout")"
   key="$(sed -n 's/^ *X-Api-Key: *//p' "$work/stdout")"
   org="$(sed -n 's/^ *X-Org-Id: *//p' "$work/stdout")"
