@@ -53,9 +53,8 @@ async fn lists_page_oldest_first_and_search_by_name() {
         } else {
             format!("agent-{i}")
         };
-        app.post("/api/v1/Agent", &t.write, t.org_id, json!({"name": name}))
-            .await
-            .ok(201);
+        app.created(&t, "/api/v1/Agent", json!({"name": name}))
+            .await;
     }
     let first = app.get("/api/v1/Agent", &t.read, t.org_id).await.ok(200);
     assert_eq!(first["total"], 30);
@@ -191,10 +190,7 @@ async fn a_body_over_one_mebibyte_is_payload_too_large() {
 async fn mutations_and_reads_are_in_the_audit_log_newest_first() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    let agent = app
-        .post("/api/v1/Agent", &t.write, t.org_id, json!({"name": "a"}))
-        .await
-        .ok(201);
+    let agent = app.created(&t, "/api/v1/Agent", json!({"name": "a"})).await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
     let found = eventually(std::time::Duration::from_secs(2), || async {
         let log = app

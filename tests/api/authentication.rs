@@ -312,14 +312,8 @@ async fn another_orgs_object_is_a_404_identical_to_one_that_never_existed() {
     let a = app.tenant("Acme").await;
     let b = app.tenant("Globex").await;
     let theirs = app
-        .post(
-            "/api/v1/Agent",
-            &b.write,
-            b.org_id,
-            json!({"name": "globex-bot"}),
-        )
-        .await
-        .ok(201);
+        .created(&b, "/api/v1/Agent", json!({"name": "globex-bot"}))
+        .await;
     let theirs = format!("/api/v1/Agent/{}", theirs["id"].as_str().unwrap());
     let never = format!("/api/v1/Agent/{}", uuid::Uuid::now_v7());
     let strip = |r: Reply| {
@@ -411,12 +405,8 @@ async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
 async fn resource_paths_and_parameter_names_match_in_any_case() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    app.post("/api/v1/agent", &t.write, t.org_id, json!({"name": "a"}))
-        .await
-        .ok(201);
-    app.post("/API/V1/AGENT", &t.write, t.org_id, json!({"name": "b"}))
-        .await
-        .ok(201);
+    app.created(&t, "/api/v1/agent", json!({"name": "a"})).await;
+    app.created(&t, "/API/V1/AGENT", json!({"name": "b"})).await;
     let page = app
         .get("/api/v1/aGeNt?limit=1&OFFSET=1", &t.read, t.org_id)
         .await

@@ -26,14 +26,12 @@ async fn a_field_sent_as_null_is_refused_unless_null_has_a_meaning() {
 
     // An agent's model: null goes back to the server's default.
     let agent = app
-        .post(
+        .created(
+            &t,
             "/api/v1/Agent",
-            &t.write,
-            t.org_id,
             json!({"name": "Triage", "model": "small-1"}),
         )
-        .await
-        .ok(201);
+        .await;
     assert_eq!(agent["model"], "small-1");
     let path = format!("/api/v1/Agent/{}", agent["id"].as_str().unwrap());
     let kept = app
@@ -189,14 +187,8 @@ async fn ids_in_a_body_are_written_as_the_api_writes_them() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
     let ws = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            &t.write,
-            t.org_id,
-            json!({"name": "Support"}),
-        )
-        .await
-        .ok(201);
+        .created(&t, "/api/v1/TaskWorkspace", json!({"name": "Support"}))
+        .await;
     let id: uuid::Uuid = ws["id"].as_str().unwrap().parse().unwrap();
     for other in [
         id.simple().to_string(),
@@ -214,12 +206,10 @@ async fn ids_in_a_body_are_written_as_the_api_writes_them() {
             .problem(400, "validation_error");
         assert!(r["errors"]["workspaceId"].is_array(), "{other}: {r}");
     }
-    app.post(
+    app.created(
+        &t,
         "/api/v1/Task",
-        &t.write,
-        t.org_id,
         json!({"title": "Call back", "workspaceId": id.to_string().to_uppercase()}),
     )
-    .await
-    .ok(201);
+    .await;
 }

@@ -148,9 +148,8 @@ async fn attached_files_reach_the_agent_text_as_text_and_others_by_name() {
     .await
     .ok(201);
     let agent = app
-        .post("/api/v1/Agent", &t.write, t.org_id, json!({"name": "bot"}))
-        .await
-        .ok(201);
+        .created(&t, "/api/v1/Agent", json!({"name": "bot"}))
+        .await;
     let path = format!("/api/v1/Agent/{}/response", agent["id"].as_str().unwrap());
     let r = app
         .post(

@@ -198,6 +198,11 @@ impl TestApp {
             .await
     }
 
+    /// Creates an object with the tenant's write key; anything but 201 fails the test.
+    pub async fn created(&self, t: &Tenant, path: &str, body: Value) -> Value {
+        self.post(path, &t.write, t.org_id, body).await.ok(201)
+    }
+
     pub async fn post(&self, path: &str, key: &str, org: Uuid, body: Value) -> Reply {
         self.call(
             Method::POST,

@@ -209,14 +209,8 @@ async fn sessions_continue_conversations_and_stay_in_their_organization() {
         .await
         .problem(404, "not_found");
     let theirs = app
-        .post(
-            "/api/v1/Agent",
-            &other.write,
-            other.org_id,
-            json!({"name": "x"}),
-        )
-        .await
-        .ok(201);
+        .created(&other, "/api/v1/Agent", json!({"name": "x"}))
+        .await;
     let their_path = format!(
         "/api/v1/Agent/{}/realtime-session",
         theirs["id"].as_str().unwrap()

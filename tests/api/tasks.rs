@@ -7,23 +7,15 @@ async fn tasks_live_in_workspaces_and_are_listed_by_workspace_and_status() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
     let support = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            &t.write,
-            t.org_id,
-            json!({"name": "Support"}),
-        )
-        .await
-        .ok(201);
+        .created(&t, "/api/v1/TaskWorkspace", json!({"name": "Support"}))
+        .await;
     let sales = app
-        .post(
+        .created(
+            &t,
             "/api/v1/TaskWorkspace",
-            &t.write,
-            t.org_id,
             json!({"name": "Sales", "description": "Leads"}),
         )
-        .await
-        .ok(201);
+        .await;
     let ws = app
         .get("/api/v1/TaskWorkspace", &t.read, t.org_id)
         .await
@@ -37,24 +29,20 @@ async fn tasks_live_in_workspaces_and_are_listed_by_workspace_and_status() {
     );
 
     let task = app
-        .post(
+        .created(
+            &t,
             "/api/v1/Task",
-            &t.write,
-            t.org_id,
             json!({"workspaceId": support["id"], "title": "Call back"}),
         )
-        .await
-        .ok(201);
+        .await;
     assert_eq!(task["status"], "open", "open is the default");
     assert_eq!(task["workspaceId"], support["id"]);
-    app.post(
+    app.created(
+        &t,
         "/api/v1/Task",
-        &t.write,
-        t.org_id,
         json!({"workspaceId": sales["id"], "title": "Demo", "status": "in_progress"}),
     )
-    .await
-    .ok(201);
+    .await;
     let path = format!("/api/v1/Task/{}", task["id"].as_str().unwrap());
     let done = app
         .put(&path, &t.write, t.org_id, json!({"status": "done"}))
@@ -94,14 +82,8 @@ async fn task_input_is_validated_by_field() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
     let ws = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            &t.write,
-            t.org_id,
-            json!({"name": "Support"}),
-        )
-        .await
-        .ok(201);
+        .created(&t, "/api/v1/TaskWorkspace", json!({"name": "Support"}))
+        .await;
     let r = app
         .post("/api/v1/Task", &t.write, t.org_id, json!({}))
         .await
@@ -170,41 +152,25 @@ async fn tasks_and_workspaces_of_another_org_are_not_found() {
     let a = app.tenant("Acme").await;
     let b = app.tenant("Globex").await;
     let theirs_ws = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            &b.write,
-            b.org_id,
-            json!({"name": "Globex"}),
-        )
-        .await
-        .ok(201);
+        .created(&b, "/api/v1/TaskWorkspace", json!({"name": "Globex"}))
+        .await;
     let theirs_task = app
-        .post(
+        .created(
+            &b,
             "/api/v1/Task",
-            &b.write,
-            b.org_id,
             json!({"workspaceId": theirs_ws["id"], "title": "secret"}),
         )
-        .await
-        .ok(201);
+        .await;
     let mine_ws = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            &a.write,
-            a.org_id,
-            json!({"name": "Acme"}),
-        )
-        .await
-        .ok(201);
+        .created(&a, "/api/v1/TaskWorkspace", json!({"name": "Acme"}))
+        .await;
     let mine_task = app
-        .post(
+        .created(
+            &a,
             "/api/v1/Task",
-            &a.write,
-            a.org_id,
             json!({"workspaceId": mine_ws["id"], "title": "mine"}),
         )
-        .await
-        .ok(201);
+        .await;
     let never = uuid::Uuid::now_v7().to_string();
     // Reading another org's task or workspace.
     for kind in ["Task", "TaskWorkspace"] {
