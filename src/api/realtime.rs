@@ -31,6 +31,9 @@ use crate::AppState;
 /// A socket with no message for this long is closed.
 const IDLE: Duration = Duration::from_secs(300);
 
+/// Why a session, or a socket already open, stops when the key that created it stops working.
+const KEY_GONE: &str = "This realtime session has ended: the key that created it no longer works.";
+
 /// Options for a realtime session.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -162,7 +165,22 @@ pub async fn connect(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    upgrade.on_upgrade(move |socket| talk(state, session, socket))
+    match key_works(&state, &session).await {
+        Ok(true) => upgrade.on_upgrade(move |socket| talk(state, session, socket)),
+        Ok(false) => ApiError::with_detail(Code::ExpiredApiKey, KEY_GONE).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A session acts with the authority of the key that created it, so it works only while that
+/// key does: not deleted, expired or past its grace, and its creator still a member. Read
+/// from the database each time, so a delete on any replica ends the session at once.
+async fn key_works(state: &AppState, session: &RealtimeSession) -> Result<bool> {
+    let grant = state
+        .store
+        .key_grant(session.org_id, session.key_id)
+        .await?;
+    Ok(grant.is_some_and(|g| g.works_at(Timestamp::now())))
 }
 
 async fn send(socket: &mut WebSocket, value: serde_json::Value) -> bool {
@@ -214,7 +232,15 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket) 
                 continue;
             }
         };
-        match exchange(&state, &speaker, &session, started, message, &mut socket).await {
+        let outcome = match key_works(&state, &session).await {
+            Ok(true) => exchange(&state, &speaker, &session, started, message, &mut socket).await,
+            Ok(false) => {
+                let _ = send(&mut socket, error_frame(Code::ExpiredApiKey, KEY_GONE)).await;
+                break;
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(()) => started = true,
             Err(e) => {
                 let detail = "The answer could not be completed.";

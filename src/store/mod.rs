@@ -134,6 +134,14 @@ pub struct KeyGrant {
     pub owner_is_member: bool,
 }
 
+impl KeyGrant {
+    /// Whether the key still carries its creator's authority at `now`: within its expiry
+    /// and grace, and its creator still a member of the organization.
+    pub fn works_at(&self, now: Timestamp) -> bool {
+        self.owner_is_member && self.key.ends_at().is_none_or(|end| now < end)
+    }
+}
+
 /// A key about to be stored: its digest, never its value.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -514,6 +522,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_key(&self, org_id: Uuid, key_id: Uuid, audit: AuditRecord) -> StoreResult<()>;
     /// Looks a presented key up by the digest of its value.
     async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>>;
+    /// The same for a key known by its id: whether it still works for what it started.
+    async fn key_grant(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<Option<KeyGrant>>;
 
     async fn list_agents(
         &self,

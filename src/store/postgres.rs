@@ -607,6 +607,14 @@ impl Store for PostgresStore {
         row.as_ref().map(grant_from_row).transpose()
     }
 
+    async fn key_grant(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<Option<KeyGrant>> {
+        let row = sqlx::query_with(&grant_by_id(), org_and(org_id, key_id)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
     async fn list_agents(
         &self,
         org_id: Uuid,

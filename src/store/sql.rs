@@ -143,14 +143,25 @@ pub(super) fn key_list() -> String {
     )
 }
 
-/// `$1` digest: a key with its organization's name and whether its creator is a member.
-pub(super) fn grant_by_digest() -> String {
+/// A key that has not been deleted, with its organization's name and whether its creator
+/// is a member, chosen by `condition`.
+fn grant_where(condition: &str) -> String {
     format!(
         "SELECT {KEY_COLUMNS}, o.name AS org_name, \
          EXISTS (SELECT 1 FROM members m WHERE m.org_id = k.org_id AND m.user_id = k.created_by) AS owner_is_member \
          FROM api_keys k JOIN organizations o ON o.id = k.org_id \
-         WHERE k.digest = $1 AND k.deleted_at IS NULL"
+         WHERE {condition} AND k.deleted_at IS NULL"
     )
+}
+
+/// `$1` digest: the grant of a presented key.
+pub(super) fn grant_by_digest() -> String {
+    grant_where("k.digest = $1")
+}
+
+/// `$1` org, `$2` key: the grant of a key known by its id.
+pub(super) fn grant_by_id() -> String {
+    grant_where("k.org_id = $1 AND k.id = $2")
 }
 
 pub(super) fn key_from_row(row: &impl Columns) -> StoreResult<KeyRecord> {

@@ -530,6 +530,16 @@ impl Store for SqliteStore {
         row.as_ref().map(grant_from_row).transpose()
     }
 
+    async fn key_grant(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<Option<KeyGrant>> {
+        let row = sqlx::query(&grant_by_id())
+            .bind(org_id.to_string())
+            .bind(key_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
     async fn list_agents(
         &self,
         org_id: Uuid,

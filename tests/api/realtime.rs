@@ -224,3 +224,66 @@ async fn sessions_continue_conversations_and_stay_in_their_organization() {
     .await
     .problem(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let created = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "voice-backend", "scope": "write"}),
+        )
+        .await
+        .ok(201);
+    let key = created["key"].as_str().unwrap();
+    let path = format!("/api/v1/Agent/{agent}/realtime-session");
+    let open = app.post(&path, key, t.org_id, json!({})).await.ok(201);
+    let unused = app.post(&path, key, t.org_id, json!({})).await.ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&open))
+        .await
+        .unwrap();
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+
+    let key_path = format!("/api/v1/ApiKey/{}", created["id"].as_str().unwrap());
+    app.delete(&key_path, &t.admin, t.org_id).await.ok(204);
+
+    // The open socket answers no more, says why, and closes.
+    let (deltas, refused) = say(&mut ws, "Still there?").await;
+    assert_eq!(deltas, "");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "expired_api_key");
+    assert_eq!(
+        refused["detail"],
+        "This realtime session has ended: the key that created it no longer works."
+    );
+    let closing = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closing, None | Some(Ok(Message::Close(_)))),
+        "{closing:?}"
+    );
+    // A session made before the delete cannot be opened after it.
+    assert_eq!(
+        refused_status(tokio_tungstenite::connect_async(socket_url(&unused)).await),
+        401
+    );
+    // Only the first message reached the conversation.
+    let c = app
+        .get(
+            &format!(
+                "/api/v1/Conversation/{}",
+                open["conversationId"].as_str().unwrap()
+            ),
+            &t.read,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(c["messages"].as_array().unwrap().len(), 2);
+}
