@@ -234,13 +234,18 @@ pub async fn context(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
-/// Turns a plain refusal from the router or a tower layer into a problem document.
+/// Turns a plain refusal from the router or a tower layer into a problem document. A JSON
+/// answer is the handler's own (a problem, or `/readyz` saying what is unreachable) and is
+/// kept as it is.
 fn as_problem(response: Response) -> Response {
-    let is_problem = response
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/problem+json") || v.starts_with(b"application/json")
+        });
+    if is_json {
         return response;
     }
     let code = match response.status() {
@@ -256,6 +261,8 @@ fn as_problem(response: Response) -> Response {
     // Keep what the layers inside added (Allow, RateLimit, CORS, the caller for the log).
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.extend(problem.headers);
+    // The status line says what the body says (a layer's 408 becomes the problem's 503).
+    parts.status = problem.status;
     Response::from_parts(parts, body)
 }
 
@@ -669,6 +676,40 @@ mod tests {
             loggable_uri(&uri("/api/v1/Agent?Limit=5")),
             "/api/v1/Agent?Limit=5"
         );
+    }
+
+    #[test]
+    fn plain_refusals_become_problems_and_json_answers_are_kept() {
+        let plain = |status: StatusCode| {
+            let mut r = Response::new(axum::body::Body::empty());
+            *r.status_mut() = status;
+            as_problem(r)
+        };
+        let content_type = |r: &Response| r.headers()[header::CONTENT_TYPE].clone();
+        for (status, answer) in [
+            (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND),
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (StatusCode::REQUEST_TIMEOUT, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            let r = plain(status);
+            assert_eq!(r.status(), answer);
+            assert_eq!(content_type(&r), "application/problem+json");
+        }
+        let readiness = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable"})),
+        )
+            .into_response();
+        let kept = as_problem(readiness);
+        assert_eq!(kept.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(content_type(&kept), "application/json");
     }
 
     #[test]
