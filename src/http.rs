@@ -106,10 +106,15 @@ fn is_secret_param(name: &str) -> bool {
     is_credential_param(name) || name.eq_ignore_ascii_case("clientSecret")
 }
 
+/// Text as it reads once percent-decoded: a key sent as `sai%5Flive%5F...` is still a key.
+fn decoded(text: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+}
+
 /// True when the URL carries a credential: a parameter named like one, or any part of the
 /// path or query shaped like a key, whatever it is called.
 fn has_credentials(uri: &Uri) -> bool {
-    if looks_like_key(uri.path()) {
+    if looks_like_key(&decoded(uri.path())) {
         return true;
     }
     uri.query().is_some_and(|q| {
@@ -121,11 +126,11 @@ fn has_credentials(uri: &Uri) -> bool {
 
 /// The path and query as logs may show them: anything that could be a credential redacted.
 pub fn loggable_uri(uri: &Uri) -> String {
-    let path = if looks_like_key(uri.path()) {
+    let path = if looks_like_key(&decoded(uri.path())) {
         uri.path()
             .split('/')
             .map(|seg| {
-                if looks_like_key(seg) {
+                if looks_like_key(&decoded(seg)) {
                     "[REDACTED]"
                 } else {
                     seg
@@ -656,6 +661,11 @@ mod tests {
         assert!(has_credentials(&uri("/api/v1/Me?API_KEY=x")));
         assert!(has_credentials(&uri(&format!("/api/v1/Me?token={KEY}"))));
         assert!(has_credentials(&uri(&format!("/api/v1/Agent/{KEY}"))));
+        let encoded = KEY.replace('_', "%5F");
+        assert!(has_credentials(&uri(&format!("/api/v1/Agent/{encoded}"))));
+        assert!(has_credentials(&uri(&format!(
+            "/api/v1/Me?token={encoded}"
+        ))));
         assert!(!has_credentials(&uri("/api/v1/Agent?Search=sai&Limit=5")));
     }
 
@@ -667,6 +677,7 @@ mod tests {
             format!("/api/v1/Me?token={KEY}&Limit=5"),
             format!("/api/v1/Agent/{KEY}/response"),
             format!("/api/v1/Me?{KEY}=1"),
+            format!("/api/v1/Agent/{}/response", KEY.replace('_', "%5f")),
         ] {
             let logged = loggable_uri(&uri(&u));
             assert!(!logged.contains(&KEY[9..]), "{logged}");

@@ -29,13 +29,23 @@ pub struct KeySpec {
 }
 
 /// A key with its value: only in the answer to create and rotate, never stored.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub record: KeyRecord,
     /// The key itself. This is the only time it is shown; store it in a secret manager.
     #[schema(example = "sai_live_<40 random characters><6-character checksum>")]
     pub key: String,
+}
+
+/// Shows the record and never the value, should an issued key ever be logged.
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("record", &self.record)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 impl IssuedKey {
@@ -184,5 +194,36 @@ mod tests {
         assert!(!follows_naming_pattern("my key"));
         assert!(!follows_naming_pattern("crm--sync"));
         assert!(!follows_naming_pattern("CRM-prod-sync"));
+    }
+
+    #[test]
+    fn an_issued_key_shows_its_record_but_never_its_value() {
+        let spec = KeySpec {
+            name: "crm-prod-sync".into(),
+            environment: Environment::Live,
+            scope: Scope::Write,
+            expires_in: None,
+            rate_limit: None,
+        };
+        let (new, key) = new_key(&spec, Uuid::now_v7(), Timestamp::now());
+        let record = KeyRecord {
+            id: new.id,
+            org_id: Uuid::now_v7(),
+            name: new.name,
+            environment: new.environment,
+            scope: new.scope,
+            hint: new.hint,
+            created_by: new.created_by,
+            created_at: new.created_at,
+            expires_at: None,
+            rate_limit: None,
+            last_used_at: None,
+            replaced_by: None,
+            grace_ends_at: None,
+        };
+        let issued = IssuedKey::new(record, &key);
+        let shown = format!("{issued:?}");
+        assert!(shown.contains("crm-prod-sync"), "{shown}");
+        assert!(!shown.contains(&key.reveal()[9..]), "{shown}");
     }
 }

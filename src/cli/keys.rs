@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{org_arg, user_arg, CliError, CliResult, Output};
+use super::{id_arg, org_arg, shown, user_arg, CliError, CliResult, Output};
 use crate::clock::Timestamp;
 use crate::duration::{HumanDuration, PerMinute};
 use crate::key::{ApiKey, Environment, Scope};
@@ -60,13 +60,17 @@ pub enum KeysCommand {
     },
     /// Replace a key with a new one; the old one works for the grace period.
     Rotate {
-        key_id: Uuid,
+        /// The key's id (not the key itself).
+        key_id: String,
         /// How long the old key keeps working, like 24h; 0 ends it at once.
         #[arg(long, default_value = "24h")]
         grace: HumanDuration,
     },
     /// Delete a key; it stops working at once.
-    Delete { key_id: Uuid },
+    Delete {
+        /// The key's id (not the key itself).
+        key_id: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -130,7 +134,8 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             let user = user_arg(store, &user).await?;
             if !lifecycle::follows_naming_pattern(&name) {
                 eprintln!(
-                    "warning: '{name}' does not follow the suggested <system>-<environment>-<purpose> pattern (e.g. crm-prod-sync)"
+                    "warning: '{}' does not follow the suggested <system>-<environment>-<purpose> pattern (e.g. crm-prod-sync)",
+                    shown(&name)
                 );
             }
             let spec = KeySpec {
@@ -186,6 +191,7 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             });
         }
         KeysCommand::Rotate { key_id, grace } => {
+            let key_id = id_arg("KEY_ID", &key_id)?;
             let org_id = key_org(store, key_id).await?;
             let (record, key) =
                 lifecycle::rotate(store, org_id, key_id, grace.0, &Actor::Cli).await?;
@@ -198,6 +204,7 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             });
         }
         KeysCommand::Delete { key_id } => {
+            let key_id = id_arg("KEY_ID", &key_id)?;
             let org_id = key_org(store, key_id).await?;
             lifecycle::delete(store, org_id, key_id, &Actor::Cli).await?;
             out.show(

@@ -143,12 +143,27 @@ impl Output {
     }
 }
 
-async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
-    let id = Uuid::try_parse(org).map_err(|_| {
+/// A value as an error message may show it: never a key pasted in the wrong place.
+fn shown(value: &str) -> &str {
+    if crate::key::looks_like_key(value) {
+        "<an API key, not shown>"
+    } else {
+        value
+    }
+}
+
+/// An id given on the command line, where a pasted key is not echoed back.
+fn id_arg(what: &str, value: &str) -> Result<Uuid, CliError> {
+    Uuid::try_parse(value).map_err(|_| {
         CliError(format!(
-            "--org takes an organization id (a UUID), not '{org}'"
+            "{what} takes an id (a UUID), not '{}'",
+            shown(value)
         ))
-    })?;
+    })
+}
+
+async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
+    let id = id_arg("--org", org)?;
     store.get_org(id).await.map_err(|e| match e {
         StoreError::NotFound => CliError(format!("no organization with id {id}")),
         e => e.into(),
@@ -158,7 +173,7 @@ async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
 
 async fn user_arg(store: &dyn Store, user: &str) -> Result<crate::store::User, CliError> {
     store.find_user(user).await.map_err(|e| match e {
-        StoreError::NotFound => CliError(format!("no user with id or email '{user}'")),
+        StoreError::NotFound => CliError(format!("no user with id or email '{}'", shown(user))),
         e => e.into(),
     })
 }

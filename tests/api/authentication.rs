@@ -362,6 +362,7 @@ async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
         format!("/api/v1/Me?token={}", t.read),
         format!("/api/v1/Agent/{}", t.read),
         format!("/api/v1/Agent?Search=x&{}=1", t.read),
+        format!("/api/v1/Agent/{}", t.read.replace('_', "%5F")),
     ] {
         let body = app
             .get(&path, &t.read, t.org_id)
