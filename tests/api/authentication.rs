@@ -513,3 +513,25 @@ async fn health_readiness_and_metrics_answer_without_a_key() {
     );
     assert!(!metrics.contains(&t.read));
 }
+
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_refused_with_the_methods_it_does() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let org = t.org_id.to_string();
+    let r = app
+        .call(Method::DELETE, "/api/v1/Me", Some(&t.admin), Some(&org), None)
+        .await;
+    r.problem(405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
+    assert!(r.header("ratelimit").is_some(), "an authenticated answer");
+    let r = app
+        .call(Method::PUT, "/api/v1/Agent", Some(&t.admin), Some(&org), None)
+        .await;
+    r.problem(405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET,HEAD,POST"));
+    // Outside the API, with no key at all.
+    let r = app.call(Method::POST, "/healthz", None, None, None).await;
+    r.problem(405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
+}

@@ -494,9 +494,11 @@ impl Reply {
         assert!(
             body["title"].is_string() && body["detail"].is_string() && body["type"].is_string()
         );
+        let request_id = self.header("x-request-id").expect("an X-Request-Id header");
+        assert!(!request_id.is_empty());
         assert_eq!(
             body["requestId"].as_str(),
-            self.header("x-request-id"),
+            Some(request_id),
             "requestId matches the header"
         );
         body

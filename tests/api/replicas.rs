@@ -24,6 +24,10 @@ fn redis_url_or_skip() -> Option<String> {
     )
 }
 
+/// Held by the tests that announce key changes on the shared Redis and by those that listen
+/// for announcements, so that what a listener hears can only come from its own test.
+static ANNOUNCEMENTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One `siesta serve` process.
 struct Replica {
     base: String,
@@ -216,6 +220,7 @@ async fn a_key_deleted_through_one_replica_is_refused_by_the_other_within_a_seco
     let (Some(server), Some(redis)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
         return;
     };
+    let _announcing = ANNOUNCEMENTS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (_db, a, b, admin) = two_replicas(&server, &redis, dir.path()).await;
     let http = Client::new();
@@ -445,12 +450,10 @@ async fn siesta(database: &str, redis: &str, args: &[&str]) -> Value {
         .output()
         .await
         .expect("the command line runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    assert!(!stderr.contains("could not tell the replicas"), "{stderr}");
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
 #[tokio::test]
@@ -459,6 +462,7 @@ async fn the_command_line_announces_its_key_changes_to_the_replicas() {
     let Some(redis) = redis_url_or_skip() else {
         return;
     };
+    let _listening = ANNOUNCEMENTS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::fresh(dir.path()).await;
     let db = database.url.as_str();
@@ -520,6 +524,7 @@ async fn deletes_and_rotations_through_the_api_are_announced_on_redis() {
     let Some(redis) = redis_url_or_skip() else {
         return;
     };
+    let _listening = ANNOUNCEMENTS.lock().await;
     let app = spawn_app_with(siesta::Settings {
         redis_url: Some(redis.clone().into()),
         ..siesta::Settings::default()
