@@ -444,7 +444,7 @@ async fn verify(
         Presented::Missing => return Err(ApiError::new(Code::MissingOrgId)),
         Presented::Unreadable => return Err(ApiError::new(Code::InvalidOrgId)),
         Presented::Value(org) => {
-            Uuid::try_parse(org).map_err(|_| ApiError::new(Code::InvalidOrgId))?
+            crate::http::parse_id(org).ok_or_else(|| ApiError::new(Code::InvalidOrgId))?
         }
     };
     if org_id != verified.key.org_id {

@@ -149,7 +149,8 @@ pub async fn connect(
         )
         .into_response();
     };
-    let (Ok(id), Some(secret)) = (Uuid::try_parse(&raw_id), params.text("clientSecret")) else {
+    let (Some(id), Some(secret)) = (crate::http::parse_id(&raw_id), params.text("clientSecret"))
+    else {
         return ApiError::not_found().into_response();
     };
     let digest = KeyDigest::of(secret.as_bytes());

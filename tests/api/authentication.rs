@@ -158,6 +158,27 @@ async fn row_6_an_org_id_that_is_not_a_uuid_is_invalid_org_id() {
     app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some("acme"), None)
         .await
         .problem(403, "invalid_org_id");
+    // An org id is read as the API writes ids: hyphenated, in either case, and only so.
+    let id = t.org_id;
+    for other_spelling in [
+        id.simple().to_string(),
+        id.braced().to_string(),
+        id.urn().to_string(),
+    ] {
+        app.call(
+            Method::GET,
+            "/api/v1/Me",
+            Some(&t.read),
+            Some(&other_spelling),
+            None,
+        )
+        .await
+        .problem(403, "invalid_org_id");
+    }
+    let upper = id.to_string().to_uppercase();
+    app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some(&upper), None)
+        .await
+        .ok(200);
 }
 
 #[tokio::test]
@@ -520,13 +541,25 @@ async fn a_method_a_path_does_not_take_is_refused_with_the_methods_it_does() {
     let t = app.tenant("Acme").await;
     let org = t.org_id.to_string();
     let r = app
-        .call(Method::DELETE, "/api/v1/Me", Some(&t.admin), Some(&org), None)
+        .call(
+            Method::DELETE,
+            "/api/v1/Me",
+            Some(&t.admin),
+            Some(&org),
+            None,
+        )
         .await;
     r.problem(405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET,HEAD"));
     assert!(r.header("ratelimit").is_some(), "an authenticated answer");
     let r = app
-        .call(Method::PUT, "/api/v1/Agent", Some(&t.admin), Some(&org), None)
+        .call(
+            Method::PUT,
+            "/api/v1/Agent",
+            Some(&t.admin),
+            Some(&org),
+            None,
+        )
         .await;
     r.problem(405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET,HEAD,POST"));
