@@ -23,6 +23,13 @@ async fn a_valid_key_with_its_organization_reads_me() {
         !me.to_string().contains(&t.read),
         "the key itself is never echoed"
     );
+    // The key's id is the one the organization's key list gives it.
+    let listed = app
+        .get("/api/v1/ApiKey?Search=test-suite-read", &t.admin, t.org_id)
+        .await
+        .ok(200);
+    assert_eq!(listed["total"], 1);
+    assert_eq!(me["keyId"], listed["items"][0]["id"]);
 }
 
 #[tokio::test]

@@ -31,6 +31,22 @@ async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
         .header("ratelimit")
         .unwrap()
         .starts_with("\"api-key\";r=0;t="));
+    // Refusals are not audited (each would be a write); the metric counts them.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "siesta_rate_limited_total{limit=\"key\"} 1"),
+        "{metrics}"
+    );
     // Other keys are not affected.
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
     // Even after a change elsewhere empties the cache, the working key is not locked out.
