@@ -1,7 +1,5 @@
 //! The first start of a server on an empty database.
 
-use std::net::SocketAddr;
-
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
@@ -56,12 +54,7 @@ pub async fn first_start(store: &dyn Store) -> StoreResult<Option<FirstStart>> {
 }
 
 /// The block printed under the `listening on` line after a first start.
-pub fn announcement(first: &FirstStart, addr: SocketAddr) -> String {
-    let host = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-        a => a.to_string(),
-    };
+pub fn announcement(first: &FirstStart, public_url: &str) -> String {
     let key = first.key.reveal();
     let org = first.org_id;
     [
@@ -75,7 +68,7 @@ pub fn announcement(first: &FirstStart, addr: SocketAddr) -> String {
         String::new(),
         "Your first request:".to_owned(),
         String::new(),
-        format!("  curl -H 'X-Api-Key: {key}' -H 'X-Org-Id: {org}' http://{host}/api/v1/Me"),
+        format!("  curl -H 'X-Api-Key: {key}' -H 'X-Org-Id: {org}' {public_url}/api/v1/Me"),
         String::new(),
     ]
     .join("\n")

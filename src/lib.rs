@@ -75,6 +75,18 @@ pub struct Settings {
     /// The longest a verified key stays cached, whatever else happens: the bound on how
     /// stale a replica can be if every announcement of a change were lost.
     pub key_cache_ttl: Duration,
+    /// The scheme, host and port the server's absolute URLs start with (`websocketUrl`,
+    /// console links); `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
+    /// Open connections at most; beyond it a connection is answered 503 and closed.
+    /// `None`: 90 % of the process's open-file limit.
+    pub max_connections: Option<usize>,
+    /// The longest a streamed answer may last.
+    pub stream_timeout: Duration,
+    /// Characters (Unicode scalar values) of earlier messages sent to a model with a new one.
+    pub history_chars: usize,
+    /// Messages a conversation may hold, both roles counted.
+    pub max_conversation_messages: u32,
 }
 
 impl Default for Settings {
@@ -97,6 +109,11 @@ impl Default for Settings {
             redis_url: None,
             trusted_proxies: Vec::new(),
             key_cache_ttl: Duration::from_secs(30),
+            public_url: None,
+            max_connections: None,
+            stream_timeout: Duration::from_secs(300),
+            history_chars: 100_000,
+            max_conversation_messages: 1_000,
         }
     }
 }
@@ -124,6 +141,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The Redis the replicas share, when there is one.
     pub cluster: Option<Arc<Cluster>>,
+    /// What every absolute URL the server hands out starts with, without a trailing slash:
+    /// `--public-url`, or `http://` and the bound address.
+    pub public_url: String,
 }
 
 impl Shared {
@@ -161,6 +181,10 @@ impl Server {
         provider: Arc<dyn Provider>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
+        let public_url = match &settings.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => default_public_url(listener.local_addr()?),
+        };
         let files = files::FileStore::open(&settings.data_dir)?;
         let metrics = Metrics::new();
         let cluster = match &settings.redis_url {
@@ -182,6 +206,7 @@ impl Server {
             settings: Arc::new(settings),
             metrics,
             cluster,
+            public_url,
         }));
         Ok(Server {
             listener,
@@ -192,6 +217,11 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// What every absolute URL this server hands out starts with.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every
@@ -239,6 +269,16 @@ impl Server {
         drop(state);
         recorder_task.finish().await;
         tracing::info!("stopped");
+    }
+}
+
+/// `http://` and the bound address, with an unspecified address shown as the loopback one
+/// a browser on the same machine can open.
+fn default_public_url(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("http://[::1]:{}", a.port()),
+        a => format!("http://{a}"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -76,7 +76,6 @@ async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
     PathId(agent_id): PathId,
-    headers: HeaderMap,
     OptionalJson(body): OptionalJson<NewRealtimeSession>,
 ) -> Result<Response> {
     let agent = state.store.get_agent(caller.org_id, agent_id).await?;
@@ -106,29 +105,21 @@ async fn create_session(
     let created = RealtimeSessionCreated {
         session_id: session.id,
         client_secret: secret.expose_secret().to_owned(),
-        websocket_url: websocket_url(&headers, session.id),
+        websocket_url: websocket_url(&state.public_url, session.id),
         conversation_id,
         expires_at: session.expires_at,
     };
     Ok(audited((StatusCode::CREATED, Json(created))))
 }
 
-/// The socket's address as the caller reached this server.
-fn websocket_url(headers: &HeaderMap, id: Uuid) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let scheme = if secure { "wss" } else { "ws" };
-    format!("{scheme}://{host}/realtime/{id}")
+/// The socket's address under the server's public URL; a request's `Host` or forwarding
+/// headers never choose where a browser is sent.
+fn websocket_url(public_url: &str, id: Uuid) -> String {
+    let ws = match public_url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", public_url.trim_start_matches("http://")),
+    };
+    format!("{ws}/realtime/{id}")
 }
 
 /// `GET /realtime/{sessionId}?clientSecret=...`: the WebSocket itself, outside `/api/v1`,

@@ -65,6 +65,42 @@ pub struct ServeArgs {
     /// authentications; without it, the connection's address is the client
     #[arg(long, env = "SIESTA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The URL clients reach this server at (https://api.example.com): every absolute URL
+    /// the server hands out starts with it, never with a request's Host. Default: http://
+    /// and the bound address
+    #[arg(long, env = "SIESTA_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// Open connections at most; beyond it a connection is answered 503 and closed.
+    /// Default: 90 % of the process's open-file limit
+    #[arg(long, env = "SIESTA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// The longest a streamed answer may last; then it ends with a provider_timeout event.
+    #[arg(long, env = "SIESTA_STREAM_TIMEOUT", default_value = "5m")]
+    pub stream_timeout: HumanDuration,
+    /// Characters of a conversation's earlier messages sent to the model with a new one
+    /// (the newest that fit).
+    #[arg(long, env = "SIESTA_HISTORY_CHARS", default_value = "100000")]
+    pub history_chars: usize,
+    /// Messages a conversation may hold, both roles counted; a message that would take it
+    /// past this with its answer is refused with 409.
+    #[arg(long, env = "SIESTA_MAX_CONVERSATION_MESSAGES", default_value = "1000", value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_conversation_messages: u32,
+}
+
+/// `http(s)://host[:port]`, with no path, query or user information; kept without a
+/// trailing slash so paths can be appended.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let bad = || format!("'{s}' is not a public URL such as https://api.example.com");
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    let authority: axum::http::uri::Authority = rest.parse().map_err(|_| bad())?;
+    if rest.is_empty() || authority.as_str().contains('@') || authority.as_str() != rest {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
 }
 
 /// An address (a network of one) or a network in CIDR notation.
@@ -153,6 +189,11 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         file_ttl: nonzero(args.file_ttl, "file lifetime")?,
         redis_url: args.redis_url.clone().map(secrecy::SecretString::from),
         trusted_proxies: args.trusted_proxies.clone(),
+        public_url: args.public_url.clone(),
+        max_connections: args.max_connections.map(|n| n as usize),
+        stream_timeout: nonzero(args.stream_timeout, "stream timeout")?,
+        history_chars: args.history_chars,
+        max_conversation_messages: args.max_conversation_messages,
         ..Settings::default()
     };
     tracing::info!(
@@ -168,6 +209,11 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         data_dir = %args.data_dir.display(),
         max_file_bytes = args.max_file_bytes,
         trusted_proxies = ?args.trusted_proxies,
+        public_url = args.public_url.as_deref().unwrap_or("(the listen address)"),
+        max_connections = ?args.max_connections,
+        stream_timeout = ?settings.stream_timeout,
+        history_chars = settings.history_chars,
+        max_conversation_messages = settings.max_conversation_messages,
         redis = args.redis_url.as_deref().map(redacted_url).as_deref().unwrap_or("(none: limits per process)"),
         "starting"
     );
@@ -188,7 +234,11 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening on http://{addr}");
         if let Some(first) = &first {
-            let _ = write!(stdout, "{}", bootstrap::announcement(first, addr));
+            let _ = write!(
+                stdout,
+                "{}",
+                bootstrap::announcement(first, server.public_url())
+            );
         }
         let _ = stdout.flush();
     }
