@@ -92,7 +92,7 @@ impl Code {
         }
     }
 
-    fn title(self) -> &'static str {
+    pub fn title(self) -> &'static str {
         match self {
             Code::MissingApiKey => "API key missing",
             Code::InvalidApiKey => "API key not valid",

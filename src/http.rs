@@ -3,22 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tower::{Service, ServiceExt};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -30,7 +25,6 @@ use crate::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Query parameter names that would carry a key; matched in any case.
 const CREDENTIAL_PARAMS: [&str; 4] = ["api_key", "apikey", "x-api-key", "x_api_key"];
@@ -578,74 +572,6 @@ impl<T> List<T> {
             offset: page.offset,
             limit: page.limit,
         }
-    }
-}
-
-/// Serves `app` on an already bound listener until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish (for at most `drain`).
-pub async fn serve<S>(
-    listener: TcpListener,
-    app: S,
-    header_read_timeout: Duration,
-    drain: Duration,
-    shutdown: impl Future<Output = ()>,
-) where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Request heads are small; 64 KiB is room for long URLs and many headers, and caps what
-    // a client can make the server buffer before it has even been authenticated.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
-                app.clone().oneshot(request.map(Body::new))
-            },
-        );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections were still busy after {drain:?}; stopping without them");
     }
 }
 

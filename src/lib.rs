@@ -15,6 +15,7 @@ pub mod files;
 pub mod http;
 pub mod key;
 pub mod lifecycle;
+pub mod listener;
 pub mod metrics;
 pub mod provider;
 pub mod ratelimit;
@@ -81,6 +82,10 @@ pub struct Settings {
     /// Open connections at most; beyond it a connection is answered 503 and closed.
     /// `None`: 90 % of the process's open-file limit.
     pub max_connections: Option<usize>,
+    /// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered.
+    pub http2_keep_alive: Duration,
+    /// How long an HTTP/2 connection may stay open with no stream.
+    pub http2_idle_timeout: Duration,
     /// The longest a streamed answer may last.
     pub stream_timeout: Duration,
     /// Characters (Unicode scalar values) of earlier messages sent to a model with a new one.
@@ -111,6 +116,8 @@ impl Default for Settings {
             key_cache_ttl: Duration::from_secs(30),
             public_url: None,
             max_connections: None,
+            http2_keep_alive: Duration::from_secs(20),
+            http2_idle_timeout: Duration::from_secs(300),
             stream_timeout: Duration::from_secs(300),
             history_chars: 100_000,
             max_conversation_messages: 1_000,
@@ -248,14 +255,17 @@ impl Server {
         ));
         let app =
             tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
-        http::serve(
-            listener,
-            app,
-            state.settings.header_read_timeout,
-            state.settings.drain_timeout,
-            shutdown,
-        )
-        .await;
+        let limits = listener::Limits {
+            header_read_timeout: state.settings.header_read_timeout,
+            max_connections: state
+                .settings
+                .max_connections
+                .unwrap_or_else(listener::default_max_connections),
+            http2_keep_alive: state.settings.http2_keep_alive,
+            http2_idle_timeout: state.settings.http2_idle_timeout,
+            drain: state.settings.drain_timeout,
+        };
+        listener::serve(listener, app, limits, state.metrics.clone(), shutdown).await;
         watcher.abort();
         housekeeping.abort();
         if let Some(c) = coordinator {

@@ -57,6 +57,10 @@ impl Metrics {
                 "Requests refused by a rate limit, by limit.",
             ),
             (
+                "siesta_connections_refused_total",
+                "Connections answered 503 and closed because the server held --max-connections.",
+            ),
+            (
                 "siesta_redis_errors_total",
                 "Redis calls that failed; rate limits were then per replica.",
             ),
@@ -113,6 +117,12 @@ impl Metrics {
             "siesta_rate_limited_total",
             vec![Label::new("limit", limit)],
         );
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// A connection turned away at the connection cap.
+    pub fn connection_refused(&self) {
+        let key = Key::from_name("siesta_connections_refused_total");
         self.recorder.register_counter(&key, &META).increment(1);
     }
 

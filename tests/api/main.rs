@@ -6,6 +6,7 @@ mod agents;
 mod api_keys;
 mod authentication;
 mod bodies;
+mod connections;
 mod conversations;
 mod docs;
 mod files;
