@@ -264,7 +264,13 @@ enum Presented<'a> {
     Value(&'a str),
 }
 
+/// A header sent twice is unreadable: a proxy that reads the other copy would see another
+/// request than the server does.
 fn read_header<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
+    let mut values = headers.get_all(name).iter();
+    if values.next().is_some() && values.next().is_some() {
+        return Presented::Unreadable;
+    }
     match headers.get(name).map(|v| v.to_str().map(str::trim)) {
         None => Presented::Missing,
         Some(Ok("")) => Presented::Missing,
@@ -349,7 +355,10 @@ pub async fn authenticate(
             .key_used(caller.org_id, caller.verified.key.id, now);
     }
     request.extensions_mut().insert(caller.clone());
-    let mut response = next.run(request).await;
+    let mut response = match crate::http::refuse_duplicate_params(request.uri()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
     response
         .headers_mut()
         .extend(rate_limit_headers("api-key", &decision));
@@ -397,7 +406,7 @@ async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Call
             .as_ref()
             .is_some_and(|d| state.keys.verified_before(d));
     if !known {
-        if let Some(d) = state.limiter.peek(Bucket::Address(ip), failures).await {
+        if let Some(d) = state.limiter.peek(Bucket::address(ip), failures).await {
             state.metrics.rate_limited("address");
             return Err(too_many("failed-auth", &d));
         }
@@ -406,7 +415,7 @@ async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Call
     if let Err(e) = &result {
         state.metrics.auth_failure(e.code);
         if e.code != Code::ServiceUnavailable && e.code != Code::InternalError {
-            state.limiter.check(Bucket::Address(ip), failures).await;
+            state.limiter.check(Bucket::address(ip), failures).await;
         }
     }
     result

@@ -58,6 +58,35 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Removes partial uploads last written more than `age` ago: what a crash in the middle
+    /// of an upload leaves behind (they have no row, so expiry never finds them). An upload
+    /// in progress writes to its file all the time and is never that old.
+    pub async fn remove_abandoned_parts(&self, age: Duration) -> std::io::Result<usize> {
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            if !entry.file_name().to_string_lossy().ends_with(".part") {
+                continue;
+            }
+            let modified = entry.metadata().await.and_then(|m| m.modified());
+            let old = modified.is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+            if !old {
+                continue;
+            }
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "could not remove an abandoned upload"),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Partial uploads untouched for this long were abandoned by a crash.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
 /// Whether a file is text a model can read.
 pub fn is_text(content_type: &str, name: &str) -> bool {
     let ct = content_type
@@ -77,11 +106,17 @@ pub fn is_text(content_type: &str, name: &str) -> bool {
             .any(|ext| name.ends_with(ext))
 }
 
-/// Removes expired files from disk, then from the database, every `every`.
+/// Removes expired files from disk, then from the database, and abandoned partial
+/// uploads, every `every`.
 pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        match files.remove_abandoned_parts(ABANDONED_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "abandoned partial uploads removed"),
+            Err(e) => tracing::warn!(error = %e, "could not look for abandoned uploads"),
+        }
         loop {
             let expired = match store.expired_files(Timestamp::now(), 500).await {
                 Ok(ids) => ids,

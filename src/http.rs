@@ -100,36 +100,50 @@ fn is_secret_param(name: &str) -> bool {
     is_credential_param(name) || name.eq_ignore_ascii_case("clientSecret")
 }
 
-/// Text as it reads once percent-decoded: a key sent as `sai%5Flive%5F...` is still a key.
-fn decoded(text: &str) -> std::borrow::Cow<'_, str> {
-    percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+/// Whether text holds a key as sent, or once percent-decoded up to three times: a key sent
+/// as `sai%255Flive%255F...` is still a key (and [`looks_like_key`] ignores letter case).
+fn holds_key(text: &str) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(text);
+    for _ in 0..=DECODE_ROUNDS {
+        if looks_like_key(&current) {
+            return true;
+        }
+        if !current.contains('%') {
+            return false;
+        }
+        let next = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == *current {
+            return false;
+        }
+        current = std::borrow::Cow::Owned(next);
+    }
+    false
 }
+
+/// How many layers of percent-encoding are looked through for a key.
+const DECODE_ROUNDS: usize = 3;
 
 /// True when the URL carries a credential: a parameter named like one, or any part of the
 /// path or query shaped like a key, whatever it is called.
 fn has_credentials(uri: &Uri) -> bool {
-    if looks_like_key(&decoded(uri.path())) {
+    if holds_key(uri.path()) {
         return true;
     }
     uri.query().is_some_and(|q| {
-        looks_like_key(q)
+        holds_key(q)
             || form_urlencoded::parse(q.as_bytes())
-                .any(|(k, v)| is_credential_param(&k) || looks_like_key(&k) || looks_like_key(&v))
+                .any(|(k, v)| is_credential_param(&k) || holds_key(&k) || holds_key(&v))
     })
 }
 
 /// The path and query as logs may show them: anything that could be a credential redacted.
 pub fn loggable_uri(uri: &Uri) -> String {
-    let path = if looks_like_key(&decoded(uri.path())) {
+    let path = if holds_key(uri.path()) {
         uri.path()
             .split('/')
-            .map(|seg| {
-                if looks_like_key(&decoded(seg)) {
-                    "[REDACTED]"
-                } else {
-                    seg
-                }
-            })
+            .map(|seg| if holds_key(seg) { "[REDACTED]" } else { seg })
             .collect::<Vec<_>>()
             .join("/")
     } else {
@@ -139,14 +153,14 @@ pub fn loggable_uri(uri: &Uri) -> String {
         return path;
     };
     let pairs = form_urlencoded::parse(query.as_bytes());
-    let secret = |k: &str, v: &str| is_secret_param(k) || looks_like_key(k) || looks_like_key(v);
-    if !looks_like_key(query) && !pairs.clone().any(|(k, v)| secret(&k, &v)) {
+    let secret = |k: &str, v: &str| is_secret_param(k) || holds_key(k) || holds_key(v);
+    if !holds_key(query) && !pairs.clone().any(|(k, v)| secret(&k, &v)) {
         return format!("{path}?{query}");
     }
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         if secret(&k, &v) {
-            let name = if looks_like_key(&k) { "[REDACTED]" } else { &k };
+            let name = if holds_key(&k) { "[REDACTED]" } else { &k };
             out.append_pair(name, "[REDACTED]");
         } else {
             out.append_pair(&k, &v);
@@ -155,12 +169,18 @@ pub fn loggable_uri(uri: &Uri) -> String {
     format!("{path}?{}", out.finish())
 }
 
+/// A caller's request id, kept when it is 1 to 64 characters of `[A-Za-z0-9._:-]` with no
+/// run of 40 or more base62 characters (a key's body, or anything as secret-looking).
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;
-    let ok = (1..=128).contains(&s.len())
-        && !looks_like_key(s)
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._:-".contains(&b);
+    let longest_base62_run = s
+        .as_bytes()
+        .split(|b| !b.is_ascii_alphanumeric())
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    let ok = (1..=64).contains(&s.len()) && s.bytes().all(allowed) && longest_base62_run < 40;
     ok.then(|| s.to_owned())
 }
 
@@ -304,6 +324,10 @@ impl Params {
             errors.add(name, "must not contain control characters");
             return None;
         }
+        if v.chars().any(is_bidi_control) {
+            errors.add(name, BIDI_MESSAGE);
+            return None;
+        }
         Some(v)
     }
 
@@ -348,6 +372,15 @@ impl Params {
 /// The deepest a list can be paged; far beyond any list a client reads page by page.
 pub const MAX_OFFSET: i64 = 1_000_000_000;
 
+/// The bidirectional controls U+202A–U+202E and U+2066–U+2069: they make text display in
+/// another order than it is stored ("Trojan Source"), so a name could pass for another.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+pub const BIDI_MESSAGE: &str =
+    "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069)";
+
 /// Validation messages collected by field, answered together as one `validation_error`.
 #[derive(Debug, Default)]
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
@@ -375,6 +408,9 @@ impl FieldErrors {
             .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
         {
             self.add(field, "must not contain control characters");
+        }
+        if v.chars().any(is_bidi_control) {
+            self.add(field, BIDI_MESSAGE);
         }
     }
 
@@ -463,19 +499,48 @@ where
 /// A JSON body of at most 1 MiB, refused with the name of any field that does not belong.
 pub struct ApiJson<T>(pub T);
 
+/// Reads a JSON body: refused at once when its `Content-Length` is over the limit (before
+/// hyper would send `100 Continue`), and refused when it is sent as anything but
+/// `application/json`. An empty body needs no type: it is no body.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
+    let too_large = || {
+        ApiError::with_detail(
+            Code::PayloadTooLarge,
+            format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_JSON_BYTES as u64) {
+        return Err(too_large());
+    }
+    let is_json = is_json_type(request.headers().get(header::CONTENT_TYPE));
+    let bytes = Bytes::from_request(request, state)
         .await
         .map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::with_detail(
-                    Code::PayloadTooLarge,
-                    format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
-                )
+                too_large()
             } else {
                 ApiError::with_detail(Code::InvalidJson, "The request body could not be read.")
             }
-        })
+        })?;
+    if !is_json && !bytes.trim_ascii().is_empty() {
+        return Err(ApiError::new(Code::UnsupportedMediaType));
+    }
+    Ok(bytes)
+}
+
+/// `application/json` in any letter case, whatever its parameters; nothing else, not even
+/// a `+json` type.
+fn is_json_type(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// A field name the client sent, as an error may name it back: never a key, never long.
@@ -505,6 +570,12 @@ fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body must be a JSON object.",
         ));
     };
+    if let Some(name) = duplicate_member(bytes) {
+        return Err(ApiError::invalid(
+            &field_label(&name),
+            "is given more than once; send each member once",
+        ));
+    }
     let mut errors = FieldErrors::default();
     for (name, value) in object {
         if T::FIELDS.contains(&name.as_str()) {
@@ -526,6 +597,93 @@ fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
         // serde's own message may quote the value sent; ours never does.
         ApiError::invalid(&path, "has the wrong type")
     })
+}
+
+/// The first member name that appears twice in one object of a JSON document, at any
+/// depth. A parser keeps one of the two silently (serde's last, others the first), so a
+/// proxy or a log could read another request than the server does: such a body is refused.
+fn duplicate_member(bytes: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Scan<'a>(&'a RefCell<Option<String>>);
+
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Scan(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if !seen.insert(name.clone()) {
+                    *self.0.borrow_mut() = Some(name);
+                    return Err(serde::de::Error::custom("duplicate member"));
+                }
+                map.next_value_seed(Scan(self.0))?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let _ = Scan(&found).deserialize(&mut de);
+    found.into_inner()
+}
+
+/// The first query parameter given twice, names compared in any letter case, by the name
+/// as it was first sent.
+pub fn duplicate_param(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    let mut seen: Vec<String> = Vec::new();
+    for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+        if let Some(first) = seen.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
+            return Some(field_label(first));
+        }
+        seen.push(name.into_owned());
+    }
+    None
+}
+
+/// A query that names a parameter twice, refused with that name.
+pub fn refuse_duplicate_params(uri: &Uri) -> Result<(), ApiError> {
+    match duplicate_param(uri.query()) {
+        Some(name) => Err(ApiError::invalid(
+            &name,
+            "is given more than once; send each parameter once",
+        )),
+        None => Ok(()),
+    }
 }
 
 impl<S: Send + Sync, T: RequestBody> FromRequest<S> for ApiJson<T> {
@@ -591,6 +749,14 @@ mod tests {
         assert!(has_credentials(&uri(&format!("/api/v1/Agent/{encoded}"))));
         assert!(has_credentials(&uri(&format!(
             "/api/v1/Me?token={encoded}"
+        ))));
+        let twice = KEY.replace('_', "%255F");
+        let thrice = KEY.replace('_', "%25255F");
+        assert!(has_credentials(&uri(&format!("/api/v1/Agent/{twice}"))));
+        assert!(has_credentials(&uri(&format!("/api/v1/Me?q={thrice}"))));
+        assert!(has_credentials(&uri(&format!(
+            "/api/v1/Me?q={}",
+            KEY.to_uppercase()
         ))));
         assert!(!has_credentials(&uri("/api/v1/Agent?Search=sai&Limit=5")));
     }

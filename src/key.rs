@@ -191,9 +191,13 @@ pub fn push_random_base62(out: &mut String, n: usize) {
     pool.fill(0);
 }
 
-/// Whether text holds something shaped like one of our keys, wherever it was sent.
+/// Whether text holds something shaped like one of our keys, wherever it was sent: one of
+/// the two prefixes, in any letter case (`SAI_LIVE_...` is still a pasted key).
 pub fn looks_like_key(text: &str) -> bool {
-    text.contains("sai_live_") || text.contains("sai_test_")
+    text.as_bytes().windows(PREFIX_LEN).any(|w| {
+        w[..4].eq_ignore_ascii_case(b"sai_")
+            && (w[4..].eq_ignore_ascii_case(b"live_") || w[4..].eq_ignore_ascii_case(b"test_"))
+    })
 }
 
 /// The presented value is not a key this server could ever have issued.

@@ -88,6 +88,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.trim() != name {
         return Err("must not start or end with spaces".into());
     }
+    if name.chars().any(crate::http::is_bidi_control) {
+        return Err(crate::http::BIDI_MESSAGE.into());
+    }
     Ok(())
 }
 

@@ -52,6 +52,25 @@ pub enum Bucket {
     Address(IpAddr),
 }
 
+impl Bucket {
+    /// The bucket of a client address's failed authentications: an IPv4 address on its own
+    /// (an IPv4-mapped IPv6 address counts as its IPv4 address); an IPv6 address with its
+    /// whole /64, the block one host or home is commonly given, so that rotating through
+    /// it buys no extra attempts.
+    pub fn address(ip: IpAddr) -> Bucket {
+        let grouped = match ip {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                )),
+            },
+        };
+        Bucket::Address(grouped)
+    }
+}
+
 impl std::fmt::Display for Bucket {
     /// A name for the bucket in a shared store: a key id or an address, never a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,6 +206,19 @@ mod tests {
     use proptest::prelude::*;
 
     const MIN: u64 = 60_000_000_000;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let a = |s: &str| Bucket::address(s.parse().unwrap());
+        assert_eq!(a("2001:db8::1"), a("2001:db8::ffff:1:2"));
+        assert_eq!(
+            a("2001:db8::1"),
+            Bucket::Address("2001:db8::".parse().unwrap())
+        );
+        assert_ne!(a("2001:db8::1"), a("2001:db8:0:1::1"));
+        assert_eq!(a("::ffff:192.0.2.7"), a("192.0.2.7"));
+        assert_ne!(a("192.0.2.7"), a("192.0.2.8"));
+    }
 
     #[test]
     fn a_burst_of_n_passes_and_the_next_is_refused_with_retry_after() {

@@ -101,13 +101,14 @@ pub(crate) fn missing_reference(detail: &'static str) -> ApiError {
 }
 
 /// The problem answers every operation can give, named once in `components.responses`.
-const PROBLEMS: [(&str, &str, &str); 11] = [
+const PROBLEMS: [(&str, &str, &str); 12] = [
     ("400", "BadRequest", "Not valid: `validation_error` (with `errors` by field or parameter), `invalid_json`, or `credentials_in_url`."),
     ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
     ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
     ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
     ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use or a key already rotated."),
     ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
+    ("415", "UnsupportedMediaType", "`unsupported_media_type`: a JSON body without `Content-Type: application/json`."),
     ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),
     ("500", "InternalError", "`internal_error`: the server could not complete the request."),
     ("502", "BadGateway", "`provider_error`: the model provider failed."),
@@ -170,7 +171,7 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
             let has_body = op.request_body.is_some();
             for (status, name, _) in PROBLEMS {
                 let applies = match status {
-                    "413" => has_body,
+                    "413" | "415" => has_body,
                     "409" => writes,
                     "502" | "504" => talks_to_model,
                     _ => true,

@@ -127,6 +127,7 @@ fn websocket_url(public_url: &str, id: Uuid) -> String {
 pub async fn connect(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
+    uri: axum::http::Uri,
     params: Params,
     upgrade: std::result::Result<
         WebSocketUpgrade,
@@ -140,6 +141,9 @@ pub async fn connect(
         )
         .into_response();
     };
+    if let Err(e) = crate::http::refuse_duplicate_params(&uri) {
+        return e.into_response();
+    }
     let (Some(id), Some(secret)) = (crate::http::parse_id(&raw_id), params.text("clientSecret"))
     else {
         return ApiError::not_found().into_response();

@@ -78,3 +78,88 @@ async fn an_oversized_request_head_is_refused_before_authentication() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_json_body_declared_too_large_is_refused_before_100_continue() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/Agent HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000000000\r\n\
+         Expect: 100-continue\r\n\r\n",
+        t.write, t.org_id
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("answered at once, without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
+
+#[tokio::test]
+async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_headers() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = app
+        .created(&t, "/api/v1/Agent", serde_json::json!({"name": "a"}))
+        .await;
+    let path = format!(
+        "/api/v1/Agent/{}/realtime-session",
+        agent["id"].as_str().unwrap()
+    );
+    let r = app
+        .client
+        .post(app.url(&path))
+        .header("X-Api-Key", &t.write)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    let session = Reply::from(r).await.ok(201);
+    let url = session["websocketUrl"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "ws://{}/realtime/{}",
+            app.addr,
+            session["sessionId"].as_str().unwrap()
+        )
+    );
+
+    // With --public-url, that is the address handed out, whatever the request says.
+    let app = spawn_app_with(Settings {
+        public_url: Some("https://api.example.com/".into()),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let agent = app
+        .created(&t, "/api/v1/Agent", serde_json::json!({"name": "a"}))
+        .await;
+    let path = format!(
+        "/api/v1/Agent/{}/realtime-session",
+        agent["id"].as_str().unwrap()
+    );
+    let r = app
+        .client
+        .post(app.url(&path))
+        .header("X-Api-Key", &t.write)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    let session = Reply::from(r).await.ok(201);
+    assert!(session["websocketUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with("wss://api.example.com/realtime/"));
+}

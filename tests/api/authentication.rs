@@ -147,6 +147,43 @@ async fn headers_that_are_not_text_are_malformed_not_missing() {
 }
 
 #[tokio::test]
+async fn a_credential_header_sent_twice_is_malformed_in_its_row() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let org = t.org_id.to_string();
+    let twice = |key: [&str; 2], orgs: [&str; 2]| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for k in key.iter().filter(|k| !k.is_empty()) {
+            headers.append("X-Api-Key", k.parse().unwrap());
+        }
+        for o in orgs.iter().filter(|o| !o.is_empty()) {
+            headers.append("X-Org-Id", o.parse().unwrap());
+        }
+        app.client
+            .get(app.url("/api/v1/Me"))
+            .headers(headers)
+            .send()
+    };
+    // The same key twice, or two keys: row 2, whichever copy a proxy would read.
+    for keys in [
+        [t.read.as_str(), t.read.as_str()],
+        [t.read.as_str(), t.admin.as_str()],
+    ] {
+        let r = Reply::from(twice(keys, [&org, ""]).await.unwrap()).await;
+        let body = r.problem(401, "invalid_api_key");
+        assert!(!body.to_string().contains(&t.read[9..]));
+    }
+    // Two org ids: row 6, after the key has been checked.
+    let other = uuid::Uuid::now_v7().to_string();
+    for orgs in [[org.as_str(), org.as_str()], [org.as_str(), other.as_str()]] {
+        let r = Reply::from(twice([&t.read, ""], orgs).await.unwrap()).await;
+        r.problem(403, "invalid_org_id");
+    }
+    let r = Reply::from(twice(["", ""], [&org, &org]).await.unwrap()).await;
+    r.problem(401, "missing_api_key");
+}
+
+#[tokio::test]
 async fn row_5_a_missing_or_empty_org_id_is_missing_org_id() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
@@ -391,6 +428,15 @@ async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
         format!("/api/v1/Agent/{}", t.read),
         format!("/api/v1/Agent?Search=x&{}=1", t.read),
         format!("/api/v1/Agent/{}", t.read.replace('_', "%5F")),
+        // Encoded two and three times, and in other letter case.
+        format!("/api/v1/Agent?Search={}", t.read.replace('_', "%255F")),
+        format!("/api/v1/Agent/{}", t.read.replace('_', "%255F")),
+        format!("/api/v1/Agent?Search={}", t.read.replace('_', "%25255F")),
+        format!("/api/v1/Agent?Search={}", t.read.to_uppercase()),
+        format!(
+            "/api/v1/Agent/{}",
+            t.read.to_uppercase().replace('_', "%255f")
+        ),
     ] {
         let body = app
             .get(&path, &t.read, t.org_id)
@@ -408,6 +454,18 @@ async fn a_key_in_the_query_string_is_refused_in_any_spelling_and_redacted() {
         .unwrap();
     let r = Reply::from(r).await;
     assert!(!r.text().contains(&t.read) && r.header("x-request-id") != Some(t.read.as_str()));
+    // Nor is a key's body without its prefix.
+    let body_only = &t.read[9..];
+    let r = app
+        .client
+        .get(app.url("/api/v1/Nope"))
+        .header("X-Request-Id", body_only)
+        .send()
+        .await
+        .unwrap();
+    let r = Reply::from(r).await;
+    assert!(!r.text().contains(body_only));
+    assert_ne!(r.header("x-request-id"), Some(body_only));
     // Nor is a key sent as a field name.
     let mut body = serde_json::Map::new();
     body.insert(t.write.clone(), json!(1));
@@ -465,6 +523,30 @@ async fn every_response_carries_a_request_id_and_keeps_a_sane_one() {
         .unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(!id.is_empty() && id != "bad id with spaces");
+    // 1 to 64 characters of [A-Za-z0-9._:-], with no run of 40 or more base62 characters.
+    let run_of_39 = format!("span-{}", "a".repeat(39));
+    let run_of_40 = format!("span-{}", "a".repeat(40));
+    let long = format!("{}-{}", "a".repeat(30), "b".repeat(34));
+    for (sent, kept) in [
+        ("0192f0c1-7b1e-7cc0-9b6a-3f5e2c1d4a10", true),
+        ("trace:a.b_c-d", true),
+        (run_of_39.as_str(), true),
+        (run_of_40.as_str(), false),
+        (long.as_str(), false),
+        (&long[..64], true),
+        ("a/b", false),
+        ("a+b", false),
+    ] {
+        let r = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-Id", sent)
+            .send()
+            .await
+            .unwrap();
+        let got = r.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(got == sent, kept, "{sent}");
+    }
     let r = app.client.get(app.url("/api/v1/Me")).send().await.unwrap();
     assert!(r.headers().contains_key("x-request-id"));
 }

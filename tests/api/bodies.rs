@@ -213,3 +213,178 @@ async fn ids_in_a_body_are_written_as_the_api_writes_them() {
     )
     .await;
 }
+
+/// A POST with a raw body and the credential headers.
+async fn post_raw(
+    app: &TestApp,
+    t: &Tenant,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Reply {
+    let mut req = app
+        .client
+        .post(app.url(path))
+        .header("X-Api-Key", &t.admin)
+        .header("X-Org-Id", t.org_id.to_string())
+        .body(body.to_owned());
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    Reply::from(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_json_member_given_twice_is_refused_by_name_at_any_depth() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let json = Some("application/json");
+    // Last-wins would have made an admin key out of a read one.
+    let r = post_raw(
+        &app,
+        &t,
+        "/api/v1/ApiKey",
+        json,
+        r#"{"name":"crm-prod-sync","scope":"read","scope":"admin"}"#,
+    )
+    .await;
+    let body = r.problem(400, "validation_error");
+    assert!(body["errors"]["scope"][0]
+        .as_str()
+        .unwrap()
+        .contains("more than once"));
+    let keys = app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.ok(200);
+    assert_eq!(keys["total"], 3, "no key was created");
+    // Inside a nested object too, and for a name the request does not even know.
+    let r = post_raw(
+        &app,
+        &t,
+        "/api/v1/Agent",
+        json,
+        r#"{"name":"a","extra":{"x":1,"x":2}}"#,
+    )
+    .await;
+    assert!(r.problem(400, "validation_error")["errors"]["x"].is_array());
+}
+
+#[tokio::test]
+async fn a_query_parameter_given_twice_is_refused_by_name_in_any_case() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for path in [
+        "/api/v1/Agent?Limit=5&limit=500",
+        "/api/v1/Agent?Limit=5&Limit=5",
+        "/api/v1/Agent?Limit=5&Search=a&LIMIT=7",
+    ] {
+        let body = app
+            .get(path, &t.read, t.org_id)
+            .await
+            .problem(400, "validation_error");
+        assert!(body["errors"]["Limit"][0]
+            .as_str()
+            .unwrap()
+            .contains("more than once"));
+    }
+    // On an operation that takes no parameters as well, once the caller is known.
+    let body = app
+        .get("/api/v1/Me?x=1&X=2", &t.read, t.org_id)
+        .await
+        .problem(400, "validation_error");
+    assert!(body["errors"]["x"].is_array());
+    app.call(reqwest::Method::GET, "/api/v1/Me?x=1&x=2", None, None, None)
+        .await
+        .problem(401, "missing_api_key");
+    app.get("/api/v1/Agent?Limit=5&Offset=0", &t.read, t.org_id)
+        .await
+        .ok(200);
+}
+
+#[tokio::test]
+async fn a_json_body_needs_the_json_media_type() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let body = r#"{"name":"triage"}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/merge-patch+json"),
+        Some("application/jsonx"),
+    ] {
+        let r = post_raw(&app, &t, "/api/v1/Agent", content_type, body).await;
+        r.problem(415, "unsupported_media_type");
+    }
+    for content_type in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+    ] {
+        post_raw(&app, &t, "/api/v1/Agent", Some(content_type), body)
+            .await
+            .ok(201);
+    }
+    let agents = app.get("/api/v1/Agent", &t.read, t.org_id).await.ok(200);
+    assert_eq!(agents["total"], 3, "only the JSON ones were created");
+    // A body that may be left out needs no type when it is.
+    let key = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "crm-prod-sync"}),
+        )
+        .await
+        .ok(201);
+    let rotate = format!("/api/v1/ApiKey/{}/rotate", key["id"].as_str().unwrap());
+    post_raw(&app, &t, &rotate, None, "").await.ok(200);
+    let successor = app
+        .get("/api/v1/ApiKey?Search=crm", &t.admin, t.org_id)
+        .await
+        .ok(200);
+    let id = successor["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["replacedBy"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("/api/v1/ApiKey/{id}/rotate");
+    post_raw(&app, &t, &rotate, Some("text/plain"), r#"{"grace":"0s"}"#)
+        .await
+        .problem(415, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn bidirectional_controls_are_refused_in_names_and_text() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for bidi in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}'] {
+        let name = format!("crm{bidi}-prod-sync");
+        for (path, body, field) in [
+            ("/api/v1/Agent", json!({"name": name}), "name"),
+            (
+                "/api/v1/Agent",
+                json!({"name": "a", "instructions": format!("be kind {bidi}")}),
+                "instructions",
+            ),
+            ("/api/v1/ApiKey", json!({"name": name}), "name"),
+            ("/api/v1/TaskWorkspace", json!({"name": name}), "name"),
+        ] {
+            let r = app.post(path, &t.admin, t.org_id, body).await;
+            let problem = r.problem(400, "validation_error");
+            assert!(
+                problem["errors"][field][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("bidirectional"),
+                "{path} {field}: {problem}"
+            );
+        }
+        let search = format!("/api/v1/Agent?Search=a{bidi}");
+        app.get(&search, &t.read, t.org_id)
+            .await
+            .problem(400, "validation_error");
+    }
+}

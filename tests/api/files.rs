@@ -222,3 +222,31 @@ async fn expired_files_are_swept_from_disk_and_database() {
     .await;
     assert!(forgotten.is_some(), "and its row from the database");
 }
+
+#[tokio::test]
+async fn partial_uploads_a_crash_left_behind_are_removed_after_an_hour() {
+    let app = spawn_app_with(Settings {
+        sweep_every: Duration::from_millis(100),
+        ..Settings::default()
+    })
+    .await;
+    let dir = app.dir.path().join("data").join("files");
+    let old = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
+    let recent = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
+    for path in [&old, &recent] {
+        std::fs::write(path, b"half an upload").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let swept = eventually(Duration::from_secs(3), || async { !old.exists() }).await;
+    assert!(swept.is_some(), "the abandoned partial file is removed");
+    assert!(
+        recent.exists(),
+        "an upload that may still be running is kept"
+    );
+}

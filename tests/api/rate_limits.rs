@@ -190,3 +190,32 @@ async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
     assert_eq!(failures(&app, t.org_id, "203.0.113.7", 4).await, 429);
     assert_eq!(failures(&app, t.org_id, "203.0.113.8", 1).await, 429);
 }
+
+#[tokio::test]
+async fn ipv6_clients_share_the_failure_limit_of_their_64_and_mapped_ipv4_is_ipv4() {
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 3,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    // Four addresses of one /64, one failure each: the fourth is over the limit.
+    for (i, client) in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:3"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            failures(&app, t.org_id, client, 1).await,
+            401,
+            "failure {i}"
+        );
+    }
+    assert_eq!(failures(&app, t.org_id, "2001:db8::4", 1).await, 429);
+    assert_eq!(failures(&app, t.org_id, "[2001:db8::5]:443", 1).await, 429);
+    // The next /64 is another client.
+    assert_eq!(failures(&app, t.org_id, "2001:db8:0:1::1", 1).await, 401);
+    // An IPv4-mapped address counts as its IPv4 address.
+    assert_eq!(failures(&app, t.org_id, "203.0.113.9", 3).await, 401);
+    assert_eq!(failures(&app, t.org_id, "::ffff:203.0.113.9", 1).await, 429);
+}
