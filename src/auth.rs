@@ -22,7 +22,7 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest, Scope};
 use crate::ratelimit::{Bucket, Decision, Quota};
-use crate::store::{AuditRecord, KeyGrant, KeyRecord, StoreResult};
+use crate::store::{AuditRecord, KeyGrant, KeyRecord, Role, StoreResult};
 use crate::AppState;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -34,7 +34,8 @@ pub struct VerifiedKey {
     pub key: KeyRecord,
     pub digest: KeyDigest,
     pub org_name: String,
-    pub owner_is_member: bool,
+    /// As in [`KeyGrant::owner_role`]: `None` once the key's membership has ended.
+    pub owner_role: Option<Role>,
     /// The minute of the last use already sent to the database.
     last_used_minute: AtomicI64,
 }
@@ -46,7 +47,7 @@ impl VerifiedKey {
             key: grant.key,
             digest: grant.digest,
             org_name: grant.org_name,
-            owner_is_member: grant.owner_is_member,
+            owner_role: grant.owner_role,
             last_used_minute: AtomicI64::new(minute),
         }
     }
@@ -450,7 +451,7 @@ async fn verify(
     if org_id != verified.key.org_id {
         return Err(ApiError::new(Code::OrgAccessDenied));
     }
-    if !verified.owner_is_member {
+    if verified.owner_role.is_none() {
         return Err(ApiError::new(Code::KeyOwnerNotMember));
     }
     let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);

@@ -102,7 +102,8 @@ pub struct KeyRecord {
     pub scope: Scope,
     /// Prefix, first four and last four characters: enough to recognise the key.
     pub hint: String,
-    /// The user who created the key; it works only while they are a member.
+    /// The member the key acts for. It works only while the membership it was created
+    /// under lasts: a member removed and added back does not bring it back.
     pub created_by: Uuid,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -131,14 +132,16 @@ pub struct KeyGrant {
     pub key: KeyRecord,
     pub digest: KeyDigest,
     pub org_name: String,
-    pub owner_is_member: bool,
+    /// The owner's current role, while the membership the key was created under lasts;
+    /// `None` once the owner has been removed since, even if added back later.
+    pub owner_role: Option<Role>,
 }
 
 impl KeyGrant {
     /// Whether the key still carries its creator's authority at `now`: within its expiry
-    /// and grace, and its creator still a member of the organization.
+    /// and grace, and its creator a member since before it was created.
     pub fn works_at(&self, now: Timestamp) -> bool {
-        self.owner_is_member && self.key.ends_at().is_none_or(|end| now < end)
+        self.owner_role.is_some() && self.key.ends_at().is_none_or(|end| now < end)
     }
 }
 
@@ -492,7 +495,10 @@ pub trait Store: Send + Sync + 'static {
     /// Finds a user by id or by email.
     async fn find_user(&self, id_or_email: &str) -> StoreResult<User>;
 
+    /// Adds a member, or changes the role of one: a role change keeps the membership, and
+    /// with it the member's keys.
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()>;
+    /// Ends a membership, and every key created under it, for good.
     async fn remove_member(
         &self,
         org_id: Uuid,
@@ -510,7 +516,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord>;
     /// The organization a key belongs to: only for the command line, which names keys by id.
     async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid>;
-    /// Replaces a key with `successor`; the old one works until `grace_ends_at`.
+    /// Replaces a key with `successor`, which belongs to the same membership; the old one
+    /// works until `grace_ends_at`.
     async fn rotate_key(
         &self,
         org_id: Uuid,
