@@ -167,6 +167,8 @@ pub struct Caller {
     pub org_id: Uuid,
     pub verified: Arc<VerifiedKey>,
     pub rate_limit: u32,
+    /// What the key may do: its own scope, capped by what its owner's role allows now.
+    pub scope: Scope,
 }
 
 impl Caller {
@@ -321,12 +323,20 @@ pub async fn authenticate(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let needed = required_scope(&method, &path);
-    if !caller.verified.key.scope.allows(needed) {
+    if !caller.scope.allows(needed) {
         state.metrics.auth_failure(Code::InsufficientScope);
-        let detail = format!(
-            "This operation needs a key with {needed} scope; this key has {} scope.",
-            caller.verified.key.scope
-        );
+        let detail = if caller.scope == caller.verified.key.scope {
+            format!(
+                "This operation needs a key with {needed} scope; this key has {} scope.",
+                caller.scope
+            )
+        } else {
+            format!(
+                "This operation needs a key with {needed} scope; this key acts with {} scope, \
+                 the most its owner's role allows.",
+                caller.scope
+            )
+        };
         let response = ApiError::with_detail(Code::InsufficientScope, detail).into_response();
         return finish(&state, caller, &method, path, response);
     }
@@ -379,7 +389,8 @@ fn finish(
     response
 }
 
-/// Rows 1 to 8 of the contract's table, and the per-address limit on failures before them.
+/// Rows 1 to 8 of the contract's table, the scope that row 10 checks, and the per-address
+/// limit on failures before them.
 async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
     let presented = read_header(headers, API_KEY_HEADER);
     let parsed = match presented {
@@ -451,12 +462,13 @@ async fn verify(
     if org_id != verified.key.org_id {
         return Err(ApiError::new(Code::OrgAccessDenied));
     }
-    if verified.owner_role.is_none() {
+    let Some(role) = verified.owner_role else {
         return Err(ApiError::new(Code::KeyOwnerNotMember));
-    }
+    };
     let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
     Ok(Caller {
         org_id,
+        scope: role.cap(verified.key.scope),
         verified,
         rate_limit,
     })

@@ -72,6 +72,19 @@ impl Role {
         }
     }
 
+    /// The widest scope a key of a member with this role may act with.
+    pub fn max_scope(self) -> Scope {
+        match self {
+            Role::Owner | Role::Admin => Scope::Admin,
+            Role::Member => Scope::Write,
+        }
+    }
+
+    /// The scope a key of `scope` acts with while its owner has this role.
+    pub fn cap(self, scope: Scope) -> Scope {
+        scope.min(self.max_scope())
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "owner" => Some(Role::Owner),
@@ -99,11 +112,14 @@ pub struct KeyRecord {
     pub org_id: Uuid,
     pub name: String,
     pub environment: Environment,
+    /// As created or rotated. The key acts with less while its owner's role allows less
+    /// (`GET /api/v1/Me` shows what it acts with).
     pub scope: Scope,
     /// Prefix, first four and last four characters: enough to recognise the key.
     pub hint: String,
     /// The member the key acts for. It works only while the membership it was created
-    /// under lasts: a member removed and added back does not bring it back.
+    /// under lasts (a member removed and added back does not bring it back), and acts with
+    /// at most the scope their current role allows.
     pub created_by: Uuid,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -506,6 +522,7 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<()>;
 
+    /// Stores a key of the member `key.created_by`, whose current role must allow its scope.
     async fn create_key(
         &self,
         org_id: Uuid,
@@ -516,8 +533,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord>;
     /// The organization a key belongs to: only for the command line, which names keys by id.
     async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid>;
-    /// Replaces a key with `successor`, which belongs to the same membership; the old one
-    /// works until `grace_ends_at`.
+    /// Replaces a key with `successor`, which belongs to the same membership and keeps the
+    /// scope as stored; the old one works until `grace_ends_at`.
     async fn rotate_key(
         &self,
         org_id: Uuid,

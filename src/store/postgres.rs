@@ -347,7 +347,7 @@ async fn ensure_name_free(
 }
 
 /// The member's role and membership id; the member stays a member until the transaction
-/// ends.
+/// ends. (A role changed meanwhile is caught when the key is used.)
 async fn ensure_member(tx: &mut Tx, org_id: Uuid, user_id: Uuid) -> StoreResult<(Role, Uuid)> {
     let row = sqlx::query_with(
         &format!("{MEMBERSHIP} FOR KEY SHARE"),
@@ -534,7 +534,8 @@ impl Store for PostgresStore {
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
         lock_org(&mut tx, org_id).await?;
-        let (_, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        let (role, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        ensure_scope_allowed(role, key.scope)?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
         insert_key(&mut tx, org_id, key, Some(membership_id)).await?;
         insert_audit(&mut tx, &[audit]).await?;

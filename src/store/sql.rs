@@ -205,6 +205,22 @@ pub(super) fn membership_from_row(row: &impl Columns) -> StoreResult<(Role, Uuid
     Ok((enum_col(row, "role", Role::parse)?, uuid_col(row, "id")?))
 }
 
+/// A new key acts for a member whose role must allow its scope. (A key whose owner is
+/// demoted later is capped when it is used.)
+pub(super) fn ensure_scope_allowed(role: Role, scope: Scope) -> StoreResult<()> {
+    if role.cap(scope) == scope {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        field: "scope",
+        message: format!(
+            "can be at most {} while the key's owner has the role {} in the organization",
+            role.max_scope(),
+            role.as_str()
+        ),
+    })
+}
+
 /// `$1` successor, `$2` end of grace, `$3` org, `$4` key: marks a key replaced, and returns
 /// the membership it was created under, which its successor keeps.
 pub(super) const REPLACE_KEY: &str =

@@ -434,7 +434,8 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
-        let (_, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        let (role, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        ensure_scope_allowed(role, key.scope)?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
         insert_key(&mut tx, org_id, key, Some(membership_id)).await?;
         insert_audit(&mut tx, &[audit]).await?;

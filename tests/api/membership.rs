@@ -1,15 +1,38 @@
-//! Membership bounds keys: a removal ends a member's keys for good.
+//! Membership bounds keys: a removal ends a member's keys for good, and a key never acts
+//! beyond what its owner's current role allows.
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::json;
 use siesta::key::Scope;
 use siesta::lifecycle::{self, Actor};
-use siesta::store::{AuditRecord, Role};
+use siesta::store::{AuditRecord, KeyFilter, Role, StoreError};
+use siesta::Settings;
 use uuid::Uuid;
 
 use crate::helpers::*;
 use crate::realtime::{say, socket_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_siesta");
+
+/// Runs `siesta ARGS --database <the app's database> --json`: success, stdout, stderr.
+async fn siesta(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .args(["--database", &app.database.url, "--json"])
+        .env_remove("SIESTA_DATABASE_URL")
+        .env_remove("SIESTA_REDIS_URL")
+        .current_dir(app.dir.path())
+        .output()
+        .await
+        .expect("siesta runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
 
 async fn remove(app: &TestApp, org_id: Uuid, user_id: Uuid) {
     let audit = AuditRecord::event(org_id, "member.removed", "cli");
@@ -107,6 +130,227 @@ async fn a_realtime_session_ends_when_its_keys_owner_is_removed_even_if_added_ba
     assert_eq!(deltas, "");
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "expired_api_key");
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_member_a_key_wider_than_write() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let dev = member(&app, &t, "dev@acme.example", Role::Member).await;
+    let org = t.org_id.to_string();
+    let create = |scope: &'static str| {
+        let org = org.clone();
+        let app = &app;
+        async move {
+            let args = [
+                "keys",
+                "create",
+                "--org",
+                &org,
+                "--user",
+                "dev@acme.example",
+                "--name",
+                "crm-prod-sync",
+                "--scope",
+                scope,
+            ];
+            siesta(app, &args).await
+        }
+    };
+    let (ok, stdout, stderr) = create("admin").await;
+    assert!(!ok, "refused with a non-zero exit");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("scope"), "{stderr}");
+    assert!(!stderr.contains("sai_"), "{stderr}");
+    let keys = app
+        .store
+        .list_keys(t.org_id, &KeyFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| k.created_by != dev),
+        "no key was created"
+    );
+
+    // The same through the lifecycle, which the API uses too.
+    let refused = lifecycle::create(
+        &*app.store,
+        t.org_id,
+        dev,
+        &spec("crm-prod-sync", Scope::Admin),
+        &Actor::Cli,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { field: "scope", .. })),
+        "{refused:?}"
+    );
+
+    // Up to write is a member's to have; an admin may have any scope.
+    let (ok, stdout, stderr) = create("write").await;
+    assert!(ok, "{stderr}");
+    let key: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(key["scope"], "write");
+    let ops = member(&app, &t, "ops@acme.example", Role::Admin).await;
+    app.issue(t.org_id, ops, "ops-prod-admin", Scope::Admin)
+        .await;
+}
+
+#[tokio::test]
+async fn over_http_a_key_wider_than_its_owners_role_is_refused_by_scope() {
+    // The server never learns of the demotion below by itself: it acts on what it cached.
+    let app = spawn_app_with(Settings {
+        change_poll: Duration::from_secs(3600),
+        key_cache_ttl: Duration::from_secs(3600),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.ok(200);
+    app.add_member(t.org_id, t.owner, Role::Member).await;
+
+    // The calling key passed as admin, but the new key would be the owner's, now a member:
+    // the database's role decides.
+    let body = json!({"name": "crm-prod-sync", "scope": "admin"});
+    let r = app
+        .post("/api/v1/ApiKey", &t.admin, t.org_id, body)
+        .await
+        .problem(400, "validation_error");
+    assert!(r["errors"]["scope"].is_array(), "{r}");
+    let keys = app
+        .store
+        .list_keys(t.org_id, &KeyFilter::default())
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| k.name != "crm-prod-sync"));
+
+    // A key too narrow for key management is refused for that first (row 10).
+    let body = json!({"name": "crm-prod-sync", "scope": "admin"});
+    app.post("/api/v1/ApiKey", &t.write, t.org_id, body)
+        .await
+        .problem(403, "insufficient_scope");
+}
+
+#[tokio::test]
+async fn a_demoted_owners_admin_key_acts_with_write_scope_from_the_next_request() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.ok(200);
+    let me = app.get("/api/v1/Me", &t.admin, t.org_id).await.ok(200);
+    assert_eq!(me["scope"], "admin");
+
+    app.add_member(t.org_id, t.owner, Role::Member).await;
+    let refused = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 403
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the demotion reaches the server within a second"
+    );
+    let r = app
+        .get("/api/v1/ApiKey", &t.admin, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    assert!(r["detail"].as_str().unwrap().contains("write"), "{r}");
+    let body = json!({"name": "crm-prod-sync", "scope": "write"});
+    app.post("/api/v1/ApiKey", &t.admin, t.org_id, body)
+        .await
+        .problem(403, "insufficient_scope");
+    let me = app.get("/api/v1/Me", &t.admin, t.org_id).await.ok(200);
+    assert_eq!(me["scope"], "write", "GET /Me shows the effective scope");
+    // What the role still allows, the key still does; narrower keys keep their scope.
+    app.post(
+        "/api/v1/Agent",
+        &t.admin,
+        t.org_id,
+        json!({"name": "support-bot"}),
+    )
+    .await
+    .ok(201);
+    let me = app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    assert_eq!(me["scope"], "read");
+
+    // Promoted again, the key acts with its own scope again.
+    app.add_member(t.org_id, t.owner, Role::Admin).await;
+    let restored = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 200
+    })
+    .await;
+    assert!(restored.is_some());
+}
+
+#[tokio::test]
+async fn a_demotion_by_the_cli_reaches_a_running_server_within_a_second() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.ok(200);
+    let org = t.org_id.to_string();
+    let args = [
+        "member",
+        "add",
+        "--org",
+        &org,
+        "--user",
+        "owner@acme.example",
+        "--role",
+        "member",
+    ];
+    let (ok, _, stderr) = siesta(&app, &args).await;
+    assert!(ok, "{stderr}");
+    let refused = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 403
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the role change reached the server in time"
+    );
+    app.get("/api/v1/ApiKey", &t.admin, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    let me = app.get("/api/v1/Me", &t.admin, t.org_id).await.ok(200);
+    assert_eq!(me["scope"], "write");
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_stored_scope_and_the_successor_is_capped_the_same_way() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let dev = member(&app, &t, "dev@acme.example", Role::Admin).await;
+    let (id, key) = app
+        .issue(t.org_id, dev, "crm-prod-admin", Scope::Admin)
+        .await;
+    app.get("/api/v1/ApiKey", &key, t.org_id).await.ok(200);
+    app.add_member(t.org_id, dev, Role::Member).await;
+    let capped = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/ApiKey", &key, t.org_id).await.status == 403
+    })
+    .await;
+    assert!(capped.is_some());
+
+    // The owner's admin key rotates dev's key: a rotation is never refused for the scope.
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/ApiKey/{id}/rotate"),
+            Some(&t.admin),
+            Some(&t.org_id.to_string()),
+            None,
+        )
+        .await;
+    let next = r.ok(200);
+    assert_eq!(
+        next["scope"], "admin",
+        "the successor keeps the stored scope"
+    );
+    assert_eq!(next["createdBy"], dev.to_string());
+    let successor = next["key"].as_str().unwrap();
+    let me = app.get("/api/v1/Me", successor, t.org_id).await.ok(200);
+    assert_eq!(me["scope"], "write", "and acts with its owner's maximum");
+    app.get("/api/v1/ApiKey", successor, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
 }
 
 #[tokio::test]
