@@ -22,7 +22,7 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest, Scope};
 use crate::ratelimit::{Bucket, Decision, Quota};
-use crate::store::{AuditRecord, KeyGrant, KeyRecord, StoreResult};
+use crate::store::{AuditRecord, KeyGrant, KeyRecord, Role, StoreResult};
 use crate::AppState;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -34,7 +34,8 @@ pub struct VerifiedKey {
     pub key: KeyRecord,
     pub digest: KeyDigest,
     pub org_name: String,
-    pub owner_is_member: bool,
+    /// As in [`KeyGrant::owner_role`]: `None` once the key's membership has ended.
+    pub owner_role: Option<Role>,
     /// The minute of the last use already sent to the database.
     last_used_minute: AtomicI64,
 }
@@ -46,7 +47,7 @@ impl VerifiedKey {
             key: grant.key,
             digest: grant.digest,
             org_name: grant.org_name,
-            owner_is_member: grant.owner_is_member,
+            owner_role: grant.owner_role,
             last_used_minute: AtomicI64::new(minute),
         }
     }
@@ -166,6 +167,8 @@ pub struct Caller {
     pub org_id: Uuid,
     pub verified: Arc<VerifiedKey>,
     pub rate_limit: u32,
+    /// What the key may do: its own scope, capped by what its owner's role allows now.
+    pub scope: Scope,
 }
 
 impl Caller {
@@ -326,12 +329,20 @@ pub async fn authenticate(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let needed = required_scope(&method, &path);
-    if !caller.verified.key.scope.allows(needed) {
+    if !caller.scope.allows(needed) {
         state.metrics.auth_failure(Code::InsufficientScope);
-        let detail = format!(
-            "This operation needs a key with {needed} scope; this key has {} scope.",
-            caller.verified.key.scope
-        );
+        let detail = if caller.scope == caller.verified.key.scope {
+            format!(
+                "This operation needs a key with {needed} scope; this key has {} scope.",
+                caller.scope
+            )
+        } else {
+            format!(
+                "This operation needs a key with {needed} scope; this key acts with {} scope, \
+                 the most its owner's role allows.",
+                caller.scope
+            )
+        };
         let response = ApiError::with_detail(Code::InsufficientScope, detail).into_response();
         return finish(&state, caller, &method, path, response);
     }
@@ -387,7 +398,8 @@ fn finish(
     response
 }
 
-/// Rows 1 to 8 of the contract's table, and the per-address limit on failures before them.
+/// Rows 1 to 8 of the contract's table, the scope that row 10 checks, and the per-address
+/// limit on failures before them.
 async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Caller, ApiError> {
     let presented = read_header(headers, API_KEY_HEADER);
     let parsed = match presented {
@@ -459,12 +471,13 @@ async fn verify(
     if org_id != verified.key.org_id {
         return Err(ApiError::new(Code::OrgAccessDenied));
     }
-    if !verified.owner_is_member {
+    let Some(role) = verified.owner_role else {
         return Err(ApiError::new(Code::KeyOwnerNotMember));
-    }
+    };
     let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
     Ok(Caller {
         org_id,
+        scope: role.cap(verified.key.scope),
         verified,
         rate_limit,
     })

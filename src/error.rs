@@ -130,7 +130,7 @@ impl Code {
             Code::MissingOrgId => "Send the id of the organization you are working with in the X-Org-Id header.",
             Code::InvalidOrgId => "The X-Org-Id header must be an organization id (a UUID such as 0192f0c1-7b1e-7cc0-9b6a-3f5e2c1d4a10).",
             Code::OrgAccessDenied => "This API key belongs to a different organization than the one named in X-Org-Id. Send the organization id that goes with this key.",
-            Code::KeyOwnerNotMember => "The member who created this API key has left the organization, so the key no longer works. Create a new key as a current member.",
+            Code::KeyOwnerNotMember => "The member who created this API key has been removed from the organization since, so the key no longer works, even if they were added back. Create a new key as a current member.",
             Code::InsufficientScope => "This API key's scope does not allow this operation.",
             Code::RateLimited => "Too many requests. Wait for the number of seconds in the Retry-After header, then try again.",
             Code::NotFound => "The resource does not exist, or is not visible to this organization.",

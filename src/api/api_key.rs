@@ -35,7 +35,8 @@ pub struct NewApiKey {
         example = "crm-prod-sync"
     )]
     pub name: Option<String>,
-    /// `read` when left out.
+    /// `read` when left out. At most what the owner's role allows: `write` for a `member`
+    /// (400 naming `scope` beyond it).
     #[schema(value_type = Scope, required = false)]
     pub scope: Option<String>,
     /// `live` when left out.

@@ -20,6 +20,8 @@ pub struct Me {
     pub key_id: Uuid,
     /// The key's name, such as `crm-prod-sync`.
     pub name: String,
+    /// The scope the key acts with: its own, or less while its owner's role allows less
+    /// (a member's keys act with `write` at most).
     pub scope: Scope,
     pub environment: Environment,
     /// Requests per minute this key may make.
@@ -41,7 +43,7 @@ async fn me(caller: Caller) -> Json<Me> {
         org_name: caller.verified.org_name.clone(),
         key_id: key.id,
         name: key.name.clone(),
-        scope: key.scope,
+        scope: caller.scope,
         environment: key.environment,
         rate_limit: caller.rate_limit,
         hint: key.hint.clone(),

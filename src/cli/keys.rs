@@ -162,6 +162,13 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
                         "{} is not a member of organization {org_id}",
                         user.email
                     )),
+                    StoreError::Invalid {
+                        field: "scope",
+                        message,
+                    } => CliError(format!(
+                        "--scope {}: {message} ({})",
+                        spec.scope, user.email
+                    )),
                     e => e.into(),
                 })?;
             out.show(&IssuedKey::new(record.clone(), &key), || {

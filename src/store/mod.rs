@@ -72,6 +72,19 @@ impl Role {
         }
     }
 
+    /// The widest scope a key of a member with this role may act with.
+    pub fn max_scope(self) -> Scope {
+        match self {
+            Role::Owner | Role::Admin => Scope::Admin,
+            Role::Member => Scope::Write,
+        }
+    }
+
+    /// The scope a key of `scope` acts with while its owner has this role.
+    pub fn cap(self, scope: Scope) -> Scope {
+        scope.min(self.max_scope())
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "owner" => Some(Role::Owner),
@@ -99,10 +112,14 @@ pub struct KeyRecord {
     pub org_id: Uuid,
     pub name: String,
     pub environment: Environment,
+    /// As created or rotated. The key acts with less while its owner's role allows less
+    /// (`GET /api/v1/Me` shows what it acts with).
     pub scope: Scope,
     /// Prefix, first four and last four characters: enough to recognise the key.
     pub hint: String,
-    /// The user who created the key; it works only while they are a member.
+    /// The member the key acts for. It works only while the membership it was created
+    /// under lasts (a member removed and added back does not bring it back), and acts with
+    /// at most the scope their current role allows.
     pub created_by: Uuid,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -131,14 +148,16 @@ pub struct KeyGrant {
     pub key: KeyRecord,
     pub digest: KeyDigest,
     pub org_name: String,
-    pub owner_is_member: bool,
+    /// The owner's current role, while the membership the key was created under lasts;
+    /// `None` once the owner has been removed since, even if added back later.
+    pub owner_role: Option<Role>,
 }
 
 impl KeyGrant {
     /// Whether the key still carries its creator's authority at `now`: within its expiry
-    /// and grace, and its creator still a member of the organization.
+    /// and grace, and its creator a member since before it was created.
     pub fn works_at(&self, now: Timestamp) -> bool {
-        self.owner_is_member && self.key.ends_at().is_none_or(|end| now < end)
+        self.owner_role.is_some() && self.key.ends_at().is_none_or(|end| now < end)
     }
 }
 
@@ -492,7 +511,10 @@ pub trait Store: Send + Sync + 'static {
     /// Finds a user by id or by email.
     async fn find_user(&self, id_or_email: &str) -> StoreResult<User>;
 
+    /// Adds a member, or changes the role of one: a role change keeps the membership, and
+    /// with it the member's keys.
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()>;
+    /// Ends a membership, and every key created under it, for good.
     async fn remove_member(
         &self,
         org_id: Uuid,
@@ -500,6 +522,7 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<()>;
 
+    /// Stores a key of the member `key.created_by`, whose current role must allow its scope.
     async fn create_key(
         &self,
         org_id: Uuid,
@@ -510,7 +533,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord>;
     /// The organization a key belongs to: only for the command line, which names keys by id.
     async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid>;
-    /// Replaces a key with `successor`; the old one works until `grace_ends_at`.
+    /// Replaces a key with `successor`, which belongs to the same membership and keeps the
+    /// scope as stored; the old one works until `grace_ends_at`.
     async fn rotate_key(
         &self,
         org_id: Uuid,

@@ -277,10 +277,17 @@ async fn bump_generation(tx: &mut Tx) -> StoreResult<()> {
     Ok(())
 }
 
-async fn insert_key(tx: &mut Tx, org_id: Uuid, key: &NewKey) -> StoreResult<()> {
+/// Stores a key created under the membership `membership_id` (`None`: one that has ended).
+async fn insert_key(
+    tx: &mut Tx,
+    org_id: Uuid,
+    key: &NewKey,
+    membership_id: Option<Uuid>,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, org_id, name, environment, scope, digest, hint, created_by, \
-         created_at, expires_at, rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         created_at, expires_at, rate_limit, membership_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(key.id)
     .bind(org_id)
@@ -293,6 +300,7 @@ async fn insert_key(tx: &mut Tx, org_id: Uuid, key: &NewKey) -> StoreResult<()> 
     .bind(key.created_at.millis())
     .bind(key.expires_at.map(Timestamp::millis))
     .bind(key.rate_limit.map(i64::from))
+    .bind(membership_id)
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
@@ -338,19 +346,18 @@ async fn ensure_name_free(
     Ok(())
 }
 
-/// The member stays a member until the transaction ends.
-async fn ensure_member(tx: &mut Tx, org_id: Uuid, user_id: Uuid) -> StoreResult<()> {
-    let sql = "SELECT 1 FROM members WHERE org_id = $1 AND user_id = $2 FOR KEY SHARE";
-    let member = exists(
-        tx,
-        sql,
-        args(|a| {
-            a.add(org_id)?;
-            a.add(user_id)
-        })?,
+/// The member's role and membership id; the member stays a member until the transaction
+/// ends. (A role changed meanwhile is caught when the key is used.)
+async fn ensure_member(tx: &mut Tx, org_id: Uuid, user_id: Uuid) -> StoreResult<(Role, Uuid)> {
+    let row = sqlx::query_with(
+        &format!("{MEMBERSHIP} FOR KEY SHARE"),
+        org_and(org_id, user_id)?,
     )
-    .await?;
-    member.then_some(()).ok_or_else(not_a_member)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?
+    .ok_or_else(not_a_member)?;
+    membership_from_row(&row)
 }
 
 /// Two org-scoped ids: `$1` the organization, `$2` the object.
@@ -412,12 +419,15 @@ impl Store for PostgresStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(map_err)?;
+        let membership_id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO members (org_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)",
+            "INSERT INTO members (org_id, user_id, role, created_at, id) \
+             VALUES ($1, $2, 'owner', $3, $4)",
         )
         .bind(boot.org.id)
         .bind(user_id)
         .bind(boot.org.created_at.millis())
+        .bind(membership_id)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -425,7 +435,7 @@ impl Store for PostgresStore {
             created_by: user_id,
             ..boot.key.clone()
         };
-        insert_key(&mut tx, boot.org.id, &key).await?;
+        insert_key(&mut tx, boot.org.id, &key, Some(membership_id)).await?;
         insert_audit(&mut tx, &bootstrap_audit(boot, user_id, &key)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
@@ -486,14 +496,16 @@ impl Store for PostgresStore {
     }
 
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()> {
-        let sql =
-            "INSERT INTO members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+        // A role change keeps the membership's id, and so the keys created under it.
+        let sql = "INSERT INTO members (org_id, user_id, role, created_at, id) \
+                   VALUES ($1, $2, $3, $4, $5) \
                    ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role";
         let args = args(|a| {
             a.add(m.org_id)?;
             a.add(m.user_id)?;
             a.add(m.role.as_str())?;
-            a.add(m.created_at.millis())
+            a.add(m.created_at.millis())?;
+            a.add(Uuid::now_v7())
         })?;
         // A member added (or given another role) changes what cached keys may do.
         let on_err = |e: sqlx::Error| match &e {
@@ -522,9 +534,10 @@ impl Store for PostgresStore {
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
         lock_org(&mut tx, org_id).await?;
-        ensure_member(&mut tx, org_id, key.created_by).await?;
+        let (role, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        ensure_scope_allowed(role, key.scope)?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
-        insert_key(&mut tx, org_id, key).await?;
+        insert_key(&mut tx, org_id, key, Some(membership_id)).await?;
         insert_audit(&mut tx, &[audit]).await?;
         let record = key_in_tx(&mut tx, org_id, key.id, false).await?;
         tx.commit().await.map_err(map_err)?;
@@ -571,17 +584,16 @@ impl Store for PostgresStore {
         if old.replaced_by.is_some() {
             return Err(already_rotated());
         }
-        sqlx::query(
-            "UPDATE api_keys SET replaced_by = $1, grace_ends_at = $2 WHERE org_id = $3 AND id = $4",
-        )
-        .bind(successor.id)
-        .bind(grace_ends_at.millis())
-        .bind(org_id)
-        .bind(key_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_key(&mut tx, org_id, successor).await?;
+        let replaced = sqlx::query(REPLACE_KEY)
+            .bind(successor.id)
+            .bind(grace_ends_at.millis())
+            .bind(org_id)
+            .bind(key_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let membership_id = opt_uuid_col(&replaced, "membership_id")?;
+        insert_key(&mut tx, org_id, successor, membership_id).await?;
         bump_generation(&mut tx).await?;
         insert_audit(&mut tx, &[audit]).await?;
         let record = key_in_tx(&mut tx, org_id, successor.id, false).await?;

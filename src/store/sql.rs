@@ -143,13 +143,15 @@ pub(super) fn key_list() -> String {
     )
 }
 
-/// A key that has not been deleted, with its organization's name and whether its creator
-/// is a member, chosen by `condition`.
+/// A key that has not been deleted, with its organization's name and its creator's role,
+/// chosen by `condition`. The role is NULL unless the membership the key was created under
+/// still lasts: a member removed and added back has a new membership.
 fn grant_where(condition: &str) -> String {
     format!(
-        "SELECT {KEY_COLUMNS}, o.name AS org_name, \
-         EXISTS (SELECT 1 FROM members m WHERE m.org_id = k.org_id AND m.user_id = k.created_by) AS owner_is_member \
+        "SELECT {KEY_COLUMNS}, o.name AS org_name, m.role AS owner_role \
          FROM api_keys k JOIN organizations o ON o.id = k.org_id \
+         LEFT JOIN members m ON m.org_id = k.org_id AND m.user_id = k.created_by \
+         AND m.id = k.membership_id \
          WHERE {condition} AND k.deleted_at IS NULL"
     )
 }
@@ -187,9 +189,43 @@ pub(super) fn grant_from_row(row: &impl Columns) -> StoreResult<KeyGrant> {
         key: key_from_row(row)?,
         digest: digest_col(row, "digest")?,
         org_name: str_col(row, "org_name")?,
-        owner_is_member: row.flag("owner_is_member")?,
+        owner_role: row
+            .opt_text("owner_role")?
+            .map(|r| Role::parse(&r).ok_or_else(|| StoreError::Internal(format!("role {r:?}"))))
+            .transpose()?,
     })
 }
+
+/// `$1` org, `$2` user: the member's role and the id of their membership, which a key
+/// created now belongs to.
+pub(super) const MEMBERSHIP: &str =
+    "SELECT role, id FROM members WHERE org_id = $1 AND user_id = $2";
+
+pub(super) fn membership_from_row(row: &impl Columns) -> StoreResult<(Role, Uuid)> {
+    Ok((enum_col(row, "role", Role::parse)?, uuid_col(row, "id")?))
+}
+
+/// A new key acts for a member whose role must allow its scope. (A key whose owner is
+/// demoted later is capped when it is used.)
+pub(super) fn ensure_scope_allowed(role: Role, scope: Scope) -> StoreResult<()> {
+    if role.cap(scope) == scope {
+        return Ok(());
+    }
+    Err(StoreError::Invalid {
+        field: "scope",
+        message: format!(
+            "can be at most {} while the key's owner has the role {} in the organization",
+            role.max_scope(),
+            role.as_str()
+        ),
+    })
+}
+
+/// `$1` successor, `$2` end of grace, `$3` org, `$4` key: marks a key replaced, and returns
+/// the membership it was created under, which its successor keeps.
+pub(super) const REPLACE_KEY: &str =
+    "UPDATE api_keys SET replaced_by = $1, grace_ends_at = $2 WHERE org_id = $3 AND id = $4 \
+     RETURNING membership_id";
 
 pub(super) const AGENT_COLUMNS: &str =
     "id, name, description, instructions, model, created_at, updated_at";

@@ -171,14 +171,16 @@ async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<(
     Ok(())
 }
 
+/// Stores a key created under the membership `membership_id` (`None`: one that has ended).
 async fn insert_key(
     tx: &mut Transaction<'static, Sqlite>,
     org_id: Uuid,
     key: &NewKey,
+    membership_id: Option<Uuid>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO api_keys (id, org_id, name, environment, scope, digest, hint, created_by, created_at, expires_at, rate_limit) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_keys (id, org_id, name, environment, scope, digest, hint, created_by, created_at, expires_at, rate_limit, membership_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id.to_string())
     .bind(org_id.to_string())
@@ -191,6 +193,7 @@ async fn insert_key(
     .bind(key.created_at.millis())
     .bind(key.expires_at.map(Timestamp::millis))
     .bind(key.rate_limit.map(i64::from))
+    .bind(membership_id.map(|m| m.to_string()))
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
@@ -232,22 +235,20 @@ async fn ensure_name_free(
     Ok(())
 }
 
+/// The member's role and membership id; an error naming the user if they are no member.
 async fn ensure_member(
     tx: &mut Transaction<'static, Sqlite>,
     org_id: Uuid,
     user_id: Uuid,
-) -> StoreResult<()> {
-    let member: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM members WHERE org_id = ? AND user_id = ?")
-            .bind(org_id.to_string())
-            .bind(user_id.to_string())
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    match member {
-        Some(_) => Ok(()),
-        None => Err(not_a_member()),
-    }
+) -> StoreResult<(Role, Uuid)> {
+    let row = sqlx::query(MEMBERSHIP)
+        .bind(org_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(not_a_member)?;
+    membership_from_row(&row)
 }
 
 #[async_trait]
@@ -297,19 +298,21 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
+        let membership_id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+            "INSERT INTO members (org_id, user_id, role, created_at, id) VALUES (?, ?, 'owner', ?, ?)",
         )
         .bind(boot.org.id.to_string())
         .bind(&user_id)
         .bind(boot.org.created_at.millis())
+        .bind(membership_id.to_string())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
         let mut key = boot.key.clone();
         key.created_by =
             Uuid::parse_str(&user_id).map_err(|e| StoreError::Internal(e.to_string()))?;
-        insert_key(&mut tx, boot.org.id, &key).await?;
+        insert_key(&mut tx, boot.org.id, &key, Some(membership_id)).await?;
         insert_audit(&mut tx, &bootstrap_audit(boot, key.created_by, &key)).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
@@ -381,14 +384,16 @@ impl Store for SqliteStore {
 
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        // A role change keeps the membership's id, and so the keys created under it.
         sqlx::query(
-            "INSERT INTO members (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO members (org_id, user_id, role, created_at, id) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
         )
         .bind(m.org_id.to_string())
         .bind(m.user_id.to_string())
         .bind(m.role.as_str())
         .bind(m.created_at.millis())
+        .bind(Uuid::now_v7().to_string())
         .execute(&mut *tx)
         .await
         .map_err(|e| match map_err(e) {
@@ -429,9 +434,10 @@ impl Store for SqliteStore {
         audit: AuditRecord,
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
-        ensure_member(&mut tx, org_id, key.created_by).await?;
+        let (role, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
+        ensure_scope_allowed(role, key.scope)?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
-        insert_key(&mut tx, org_id, key).await?;
+        insert_key(&mut tx, org_id, key, Some(membership_id)).await?;
         insert_audit(&mut tx, &[audit]).await?;
         let record = key_in_tx(&mut tx, org_id, key.id).await?;
         tx.commit().await.map_err(map_err)?;
@@ -484,17 +490,16 @@ impl Store for SqliteStore {
         if old.replaced_by.is_some() {
             return Err(already_rotated());
         }
-        sqlx::query(
-            "UPDATE api_keys SET replaced_by = ?, grace_ends_at = ? WHERE org_id = ? AND id = ?",
-        )
-        .bind(successor.id.to_string())
-        .bind(grace_ends_at.millis())
-        .bind(org_id.to_string())
-        .bind(key_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_key(&mut tx, org_id, successor).await?;
+        let replaced = sqlx::query(REPLACE_KEY)
+            .bind(successor.id.to_string())
+            .bind(grace_ends_at.millis())
+            .bind(org_id.to_string())
+            .bind(key_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let membership_id = opt_uuid_col(&replaced, "membership_id")?;
+        insert_key(&mut tx, org_id, successor, membership_id).await?;
         bump_generation(&mut tx).await?;
         insert_audit(&mut tx, &[audit]).await?;
         let record = key_in_tx(&mut tx, org_id, successor.id).await?;

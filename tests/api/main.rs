@@ -12,6 +12,7 @@ mod docs;
 mod files;
 mod helpers;
 mod key_lifecycle;
+mod membership;
 mod model_server;
 mod openapi;
 mod postgres;

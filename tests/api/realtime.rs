@@ -24,7 +24,7 @@ async fn bot(app: &TestApp, t: &Tenant) -> String {
     a.ok(201)["id"].as_str().unwrap().to_owned()
 }
 
-fn socket_url(s: &Value) -> String {
+pub(crate) fn socket_url(s: &Value) -> String {
     format!(
         "{}?clientSecret={}",
         s["websocketUrl"].as_str().unwrap(),
@@ -41,7 +41,7 @@ fn refused_status(r: Result<impl Sized, tungstenite::Error>) -> u16 {
 }
 
 /// Sends a message and reads frames up to `done` (or `error`).
-async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
+pub(crate) async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
 where
     S: futures_util::Stream<Item = Result<Message, tungstenite::Error>>
         + futures_util::Sink<Message>
