@@ -40,7 +40,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
-    Serve(serve::ServeArgs),
+    // Boxed: its many options would make every other command as large.
+    Serve(Box<serve::ServeArgs>),
     /// Manage organizations.
     #[command(subcommand)]
     Org(org::OrgCommand),
@@ -81,7 +82,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
     );
     let result = match cli.command {
-        Command::Serve(args) => serve::run(&cli.database, args).await,
+        Command::Serve(args) => serve::run(&cli.database, *args).await,
         command => match store::open(&cli.database).await {
             Err(e) => Err(CliError(format!("cannot open the database: {e}"))),
             Ok(store) => {
