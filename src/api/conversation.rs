@@ -12,6 +12,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -23,7 +24,7 @@ use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
 use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole, StoreError};
-use crate::AppState;
+use crate::{AppState, Settings};
 
 const MESSAGE_MAX: usize = 32_000;
 const FILES_MAX: usize = 10;
@@ -177,12 +178,12 @@ async fn respond(
         attachments,
     )
     .await?;
-    let limit = state.settings.provider_timeout;
     if wants_stream(&headers) {
-        return Ok(pending.stream(answer, limit));
+        return Ok(pending.stream(Reading::streamed(answer, &state.settings)));
     }
     let pending_thread = pending.thread_id;
-    let text = collect(answer, limit)
+    let text = Reading::whole(answer, &state.settings)
+        .collect()
         .await
         .map_err(|e| provider_failure(&e))?;
     let (message_id, created_at) = pending.store(text.clone()).await?;
@@ -280,16 +281,54 @@ pub(crate) async fn ask(
     Ok((pending, answer))
 }
 
-/// Reads the whole answer, allowing `limit` between two pieces.
-async fn collect(mut answer: Answer, limit: Duration) -> Result<String, ProviderError> {
-    let mut text = String::new();
-    loop {
-        match tokio::time::timeout(limit, answer.next()).await {
-            Ok(Some(Ok(piece))) => text.push_str(&piece),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => return Ok(text),
-            Err(_) => return Err(ProviderError::Timeout),
+/// An answer being read, a piece at a time: each piece within the provider timeout, and a
+/// streamed answer as a whole within the stream timeout, counted from when the provider
+/// starts answering. An answer that is not streamed is bounded by the request timeout.
+pub(crate) struct Reading {
+    answer: Answer,
+    per_piece: Duration,
+    ends: Option<Instant>,
+}
+
+impl Reading {
+    pub fn whole(answer: Answer, settings: &Settings) -> Self {
+        Reading {
+            answer,
+            per_piece: settings.provider_timeout,
+            ends: None,
         }
+    }
+
+    pub fn streamed(answer: Answer, settings: &Settings) -> Self {
+        Reading {
+            ends: Some(Instant::now() + settings.stream_timeout),
+            ..Self::whole(answer, settings)
+        }
+    }
+
+    /// The next piece, `None` at the end, or why the answer failed (a timeout is
+    /// [`ProviderError::Timeout`]).
+    pub async fn next(&mut self) -> Option<Result<String, ProviderError>> {
+        let piece_due = Instant::now() + self.per_piece;
+        let due = self.ends.map_or(piece_due, |end| end.min(piece_due));
+        match tokio::time::timeout_at(due, self.answer.next()).await {
+            Ok(item) => item,
+            Err(_) => {
+                if self.ends == Some(due) {
+                    tracing::warn!("a streamed answer reached the stream timeout");
+                }
+                Some(Err(ProviderError::Timeout))
+            }
+        }
+    }
+
+    /// Reads the whole answer.
+    async fn collect(mut self) -> Result<String, ProviderError> {
+        let mut text = String::new();
+        while let Some(piece) = self.next().await {
+            text.push_str(&piece?);
+        }
+        Ok(text)
     }
 }
 
@@ -352,15 +391,16 @@ impl Pending {
         Ok((id, at))
     }
 
-    /// Streams the answer as server-sent events and stores it once complete.
-    fn stream(self, mut answer: Answer, limit: Duration) -> Response {
+    /// Streams the answer as server-sent events and stores it once complete. An answer that
+    /// fails part-way, a timeout included, ends with an `error` event and is not stored.
+    fn stream(self, mut answer: Reading) -> Response {
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
         let (tx, rx) = mpsc::channel::<Event>(64);
         tokio::spawn(async move {
             let mut text = String::new();
             let failure = loop {
-                match tokio::time::timeout(limit, answer.next()).await {
-                    Ok(Some(Ok(piece))) => {
+                match answer.next().await {
+                    Some(Ok(piece)) => {
                         let event = Event::default()
                             .event("delta")
                             .json_data(serde_json::json!({ "text": &piece }));
@@ -370,9 +410,8 @@ impl Pending {
                             let _ = tx.send(event).await;
                         }
                     }
-                    Ok(Some(Err(e))) => break Some(provider_failure(&e)),
-                    Ok(None) => break None,
-                    Err(_) => break Some(provider_failure(&ProviderError::Timeout)),
+                    Some(Err(e)) => break Some(provider_failure(&e)),
+                    None => break None,
                 }
             };
             let (state, caller, thread_id) =

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,14 +16,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::conversation::{ask, provider_failure, thread, Speaker, Thread};
+use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread};
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
 use crate::http::{OptionalJson, Params, RequestBody};
 use crate::key::{push_random_base62, KeyDigest};
-use crate::provider::ProviderError;
 use crate::store::{RealtimeSession, StoreError};
 use crate::AppState;
 
@@ -273,20 +271,15 @@ async fn exchange(
             history: Vec::new(),
         }
     };
-    let (pending, mut answer) =
+    let (pending, answer) =
         ask(state, speaker.clone(), &agent, current, message, Vec::new()).await?;
-    let limit = state.settings.provider_timeout;
+    let mut answer = Reading::streamed(answer, &state.settings);
     let mut text = String::new();
-    loop {
-        match tokio::time::timeout(limit, answer.next()).await {
-            Ok(Some(Ok(piece))) => {
-                let _ = send(socket, json!({"type": "delta", "text": &piece})).await;
-                text.push_str(&piece);
-            }
-            Ok(Some(Err(e))) => return Err(provider_failure(&e)),
-            Ok(None) => break,
-            Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
-        }
+    // As over HTTP, an answer that fails part-way (a timeout included) is not stored.
+    while let Some(piece) = answer.next().await {
+        let piece = piece.map_err(|e| provider_failure(&e))?;
+        let _ = send(socket, json!({"type": "delta", "text": &piece})).await;
+        text.push_str(&piece);
     }
     let (message_id, _) = pending.store(text).await?;
     send(

@@ -24,45 +24,11 @@ async fn bot(app: &TestApp, t: &Tenant) -> String {
     a.ok(201)["id"].as_str().unwrap().to_owned()
 }
 
-fn socket_url(s: &Value) -> String {
-    format!(
-        "{}?clientSecret={}",
-        s["websocketUrl"].as_str().unwrap(),
-        s["clientSecret"].as_str().unwrap()
-    )
-}
-
 fn refused_status(r: Result<impl Sized, tungstenite::Error>) -> u16 {
     match r {
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("the connection was accepted"),
-    }
-}
-
-/// Sends a message and reads frames up to `done` (or `error`).
-async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
-where
-    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>>
-        + futures_util::Sink<Message>
-        + Unpin,
-    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
-{
-    let frame = json!({"type": "message", "text": text}).to_string();
-    ws.send(Message::Text(frame.into())).await.unwrap();
-    let mut deltas = String::new();
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Message::Text(t) = frame else { continue };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        match v["type"].as_str().unwrap() {
-            "delta" => deltas.push_str(v["text"].as_str().unwrap()),
-            _ => return (deltas, v),
-        }
     }
 }
 
