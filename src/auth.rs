@@ -23,7 +23,7 @@ use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest, Scope};
 use crate::ratelimit::{Bucket, Decision, Quota};
 use crate::store::{AuditRecord, KeyGrant, KeyRecord, StoreResult};
-use crate::AppState;
+use crate::{AppState, Settings};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ORG_ID_HEADER: &str = "x-org-id";
@@ -453,12 +453,18 @@ async fn verify(
     if !verified.owner_is_member {
         return Err(ApiError::new(Code::KeyOwnerNotMember));
     }
-    let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
+    let rate_limit = rate_limit(&verified.key, &state.settings);
     Ok(Caller {
         org_id,
         verified,
         rate_limit,
     })
+}
+
+/// Requests a minute a key may make, whether over HTTP or a realtime socket: its own limit,
+/// or the server's default.
+pub fn rate_limit(key: &KeyRecord, settings: &Settings) -> u32 {
+    key.rate_limit.unwrap_or(settings.rate_limit)
 }
 
 async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<VerifiedKey>>, ApiError> {
