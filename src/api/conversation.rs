@@ -23,7 +23,9 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
-use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole, StoreError};
+use crate::store::{
+    Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message, MessageRole, StoreError,
+};
 use crate::{AppState, Settings};
 
 const MESSAGE_MAX: usize = 32_000;
@@ -83,7 +85,8 @@ fn wants_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-/// What the conversation so far is, and whether this message starts it.
+/// What the conversation so far is, as far as the provider is sent it (the newest earlier
+/// messages within `--history-chars`), and whether this message starts it.
 pub(crate) struct Thread {
     pub id: Uuid,
     pub starts: bool,
@@ -108,18 +111,18 @@ pub(crate) async fn thread(
             "conversationId does not name a conversation of this organization with this agent.",
         )
     };
-    let Conversation {
+    let budget = state.settings.history_chars;
+    let ConversationTail {
         agent_id: owner,
-        messages,
-        ..
-    } = match state.store.get_conversation(org_id, id).await {
+        recent,
+    } = match state.store.conversation_tail(org_id, id, budget).await {
         Err(StoreError::NotFound) => return Err(unknown()),
         other => other?,
     };
     if owner != agent_id {
         return Err(unknown());
     }
-    let history = messages
+    let history = recent
         .into_iter()
         .map(|m| Turn {
             role: m.role,

@@ -375,6 +375,16 @@ pub struct Conversation {
     pub messages: Vec<Message>,
 }
 
+/// What a new message in a conversation is answered with.
+#[derive(Debug, Clone)]
+pub struct ConversationTail {
+    pub agent_id: Uuid,
+    /// The newest messages whose characters (Unicode scalar values) add up to no more than
+    /// the budget asked for, oldest first: walking back from the newest, the first message
+    /// that does not fit ends them.
+    pub recent: Vec<Message>,
+}
+
 /// A message and its answer, stored together.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -598,6 +608,14 @@ pub trait Store: Send + Sync + 'static {
         org_id: Uuid,
         conversation_id: Uuid,
     ) -> StoreResult<Conversation>;
+    /// A conversation's agent and its newest messages within `chars` characters, read
+    /// without loading the rest: what a provider is sent with a new message.
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail>;
     /// Stores a message and its answer, starting the conversation if needed.
     async fn record_exchange(
         &self,

@@ -872,6 +872,29 @@ impl Store for PostgresStore {
         conversation_from_rows(&row, &messages)
     }
 
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail> {
+        let row = sqlx::query(CONVERSATION_AGENT)
+            .bind(org_id)
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(RECENT_MESSAGES)
+            .bind(org_id)
+            .bind(conversation_id)
+            .bind(char_budget(chars))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        tail_from_rows(&row, &rows)
+    }
+
     async fn record_exchange(
         &self,
         org_id: Uuid,

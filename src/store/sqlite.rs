@@ -726,6 +726,29 @@ impl Store for SqliteStore {
         conversation_from_rows(&row, &rows)
     }
 
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail> {
+        let row = sqlx::query(CONVERSATION_AGENT)
+            .bind(org_id.to_string())
+            .bind(conversation_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(RECENT_MESSAGES)
+            .bind(org_id.to_string())
+            .bind(conversation_id.to_string())
+            .bind(char_budget(chars))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        tail_from_rows(&row, &rows)
+    }
+
     async fn record_exchange(
         &self,
         org_id: Uuid,

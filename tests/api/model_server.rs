@@ -287,6 +287,81 @@ async fn model_answers_stream_through_as_they_arrive() {
     assert!(body.contains("provider_timeout"), "{body}");
 }
 
+/// The contents of the messages the model server was sent in its `n`th request.
+fn sent(seen: &Seen, n: usize) -> Vec<String> {
+    seen.0.lock().unwrap()[n].1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_model_gets_the_newest_earlier_messages_that_fit_the_history_budget() {
+    let (app, seen) = app_with_model_and(Settings {
+        history_chars: 50,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, None).await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let say = |text: &str, conversation: &Value| {
+        app.post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": text, "conversationId": conversation}),
+        )
+    };
+    let first = app
+        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
+        .await
+        .ok(200);
+    let conversation = first["conversationId"].clone();
+    let a1 = first["response"].as_str().unwrap().to_owned();
+    assert_eq!(a1.chars().count(), 43, "{a1}");
+    // 3 + 43 characters fit in 50.
+    let second = say("ééé", &conversation).await.ok(200);
+    assert_eq!(sent(&seen, 1), ["Be brief.", "one", &a1, "ééé"]);
+    let a2 = second["response"].as_str().unwrap().to_owned();
+    assert_eq!((a2.chars().count(), a2.len()), (43, 46), "{a2}");
+    // Newest first: a2 and "ééé" fit (46 characters, though 52 bytes); a1 does not, and
+    // the walk stops there, though "one" alone would still fit.
+    let third = say("x", &conversation).await.ok(200);
+    assert_eq!(sent(&seen, 2), ["Be brief.", "ééé", &a2, "x"]);
+    let a3 = third["response"].as_str().unwrap().to_owned();
+
+    // A realtime socket continuing the conversation sends the same budget's worth.
+    let session = app
+        .post(
+            &format!("/api/v1/Agent/{id}/realtime-session"),
+            &t.write,
+            t.org_id,
+            json!({"conversationId": conversation}),
+        )
+        .await
+        .ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
+        .await
+        .unwrap();
+    let (_, done) = crate::helpers::say(&mut ws, "y").await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(sent(&seen, 3), ["Be brief.", "x", &a3, "y"]);
+
+    // The whole conversation is still kept.
+    let c = app
+        .get(
+            &format!("/api/v1/Conversation/{}", conversation.as_str().unwrap()),
+            &t.read,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(c["messages"].as_array().unwrap().len(), 8);
+}
+
 #[tokio::test]
 async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
     let (app, _) = app_with_model_and(Settings {
