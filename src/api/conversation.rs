@@ -24,7 +24,8 @@ use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
 use crate::store::{
-    Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message, MessageRole, StoreError,
+    ensure_room, Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message,
+    MessageRole, StoreError,
 };
 use crate::{AppState, Settings};
 
@@ -90,7 +91,21 @@ fn wants_stream(headers: &HeaderMap) -> bool {
 pub(crate) struct Thread {
     pub id: Uuid,
     pub starts: bool,
+    /// Messages the conversation holds.
+    pub held: i64,
     pub history: Vec<Turn>,
+}
+
+impl Thread {
+    /// A conversation that this message starts.
+    pub fn new(id: Uuid) -> Self {
+        Thread {
+            id,
+            starts: true,
+            held: 0,
+            history: Vec::new(),
+        }
+    }
 }
 
 pub(crate) async fn thread(
@@ -100,11 +115,7 @@ pub(crate) async fn thread(
     id: Option<Uuid>,
 ) -> Result<Thread> {
     let Some(id) = id else {
-        return Ok(Thread {
-            id: Uuid::now_v7(),
-            starts: true,
-            history: Vec::new(),
-        });
+        return Ok(Thread::new(Uuid::now_v7()));
     };
     let unknown = || {
         crate::api::missing_reference(
@@ -114,6 +125,7 @@ pub(crate) async fn thread(
     let budget = state.settings.history_chars;
     let ConversationTail {
         agent_id: owner,
+        held,
         recent,
     } = match state.store.conversation_tail(org_id, id, budget).await {
         Err(StoreError::NotFound) => return Err(unknown()),
@@ -132,6 +144,7 @@ pub(crate) async fn thread(
     Ok(Thread {
         id,
         starts: false,
+        held,
         history,
     })
 }
@@ -235,8 +248,9 @@ async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<V
     Ok(out)
 }
 
-/// Asks the provider to answer `text` in `thread`, within the timeout. The answer is stored
-/// with its question through the returned [`Pending`] once it is complete.
+/// Asks the provider to answer `text` in `thread`, within the timeout, unless the
+/// conversation is full. The answer is stored with its question through the returned
+/// [`Pending`] once it is complete.
 pub(crate) async fn ask(
     state: &AppState,
     speaker: Speaker,
@@ -245,6 +259,8 @@ pub(crate) async fn ask(
     text: String,
     attachments: Vec<Attachment>,
 ) -> Result<(Pending, Answer)> {
+    // Checked again where the exchange is stored; refused here, the model is not asked.
+    ensure_room(thread.held, state.settings.max_conversation_messages)?;
     let question = Message {
         id: Uuid::now_v7(),
         role: MessageRole::User,
@@ -382,6 +398,7 @@ impl Pending {
             starts: self.starts,
             question: self.question,
             answer,
+            max_messages: self.state.settings.max_conversation_messages,
         };
         let audit = self
             .speaker

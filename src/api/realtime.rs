@@ -283,7 +283,10 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
         match exchange(&state, &speaker, &session, started, message, &mut socket).await {
             Ok(()) => started = true,
             Err(e) => {
-                let detail = "The answer could not be completed.";
+                let detail = e
+                    .detail
+                    .as_deref()
+                    .unwrap_or("The answer could not be completed.");
                 if !send(&mut socket, error_frame(e.code, detail)).await {
                     break;
                 }
@@ -315,11 +318,7 @@ async fn exchange(
         )
         .await?
     } else {
-        Thread {
-            id: session.conversation_id,
-            starts: true,
-            history: Vec::new(),
-        }
+        Thread::new(session.conversation_id)
     };
     let (pending, answer) =
         ask(state, speaker.clone(), &agent, current, message, Vec::new()).await?;

@@ -294,8 +294,12 @@ pub(super) fn conversation_from_rows<R: Columns>(
     })
 }
 
-pub(super) const CONVERSATION_AGENT: &str =
-    "SELECT agent_id FROM conversations WHERE org_id = $1 AND id = $2";
+pub(super) const COUNT_MESSAGES: &str =
+    "SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2";
+
+pub(super) const CONVERSATION_HEAD: &str = "SELECT agent_id, \
+     (SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2) AS held \
+     FROM conversations WHERE org_id = $1 AND id = $2";
 
 /// A conversation's newest messages whose lengths add up to at most `$3` characters, oldest
 /// first. The running total is taken newest first, so the first message that does not fit
@@ -320,6 +324,7 @@ pub(super) fn tail_from_rows<R: Columns>(
 ) -> StoreResult<ConversationTail> {
     Ok(ConversationTail {
         agent_id: uuid_col(conversation, "agent_id")?,
+        held: conversation.int("held")?,
         recent: messages
             .iter()
             .map(message_from_row)
