@@ -154,6 +154,14 @@ pub(crate) async fn thread(
 /// With `Accept: text/event-stream` the answer streams as server-sent events: `delta`
 /// events carry `{"text"}` as it is produced, and a final `done` event carries
 /// `{"conversationId", "messageId", "createdAt"}` (or an `error` event a problem document).
+/// A streamed answer lasts at most the server's stream timeout (5 minutes by default), then
+/// ends with an `error` event `provider_timeout`.
+///
+/// The agent is given the newest earlier messages of the conversation that fit the server's
+/// history budget (100,000 characters by default); the whole conversation stays stored. A
+/// conversation holds at most the server's limit of messages (1,000 by default, questions
+/// and answers counted): a message that would take it past that with its answer is refused
+/// with 409 `conflict`, and nothing of it is stored. Start a new conversation then.
 #[utoipa::path(
     post, path = "/api/v1/Agent/{agentId}/response", tag = "Agent",
     params(("agentId" = Uuid, Path)),

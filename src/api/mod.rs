@@ -106,7 +106,7 @@ const PROBLEMS: [(&str, &str, &str); 11] = [
     ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
     ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
     ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
-    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use or a key already rotated."),
+    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use, a key already rotated, or a conversation that is full."),
     ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
     ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),
     ("500", "InternalError", "`internal_error`: the server could not complete the request."),

@@ -64,7 +64,11 @@ pub struct RealtimeSessionCreated {
 /// The WebSocket speaks JSON text frames: the client sends `{"type":"message","text":...}`;
 /// the server answers with `{"type":"delta","text":...}` frames and a
 /// `{"type":"done","messageId":...}` frame (or `{"type":"error","code":...}`). The transcript
-/// is kept in the conversation.
+/// is kept in the conversation, within the same bounds as `POST /Agent/{agentId}/response`
+/// (an `error` frame `conflict` when it is full, `provider_timeout` when an answer runs past
+/// the stream timeout). Each message counts against this key's rate limit, like a request;
+/// over it the frame is `{"type":"error","code":"rate_limited","retryAfter":<seconds>}` and
+/// the socket stays open.
 #[utoipa::path(
     post, path = "/api/v1/Agent/{agentId}/realtime-session", tag = "Agent",
     params(("agentId" = Uuid, Path)),
