@@ -23,7 +23,7 @@ use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest, Scope};
 use crate::ratelimit::{Bucket, Decision, Quota};
 use crate::store::{AuditRecord, KeyGrant, KeyRecord, Role, StoreResult};
-use crate::AppState;
+use crate::{AppState, Settings};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ORG_ID_HEADER: &str = "x-org-id";
@@ -474,13 +474,19 @@ async fn verify(
     let Some(role) = verified.owner_role else {
         return Err(ApiError::new(Code::KeyOwnerNotMember));
     };
-    let rate_limit = verified.key.rate_limit.unwrap_or(state.settings.rate_limit);
+    let rate_limit = rate_limit(&verified.key, &state.settings);
     Ok(Caller {
         org_id,
         scope: role.cap(verified.key.scope),
         verified,
         rate_limit,
     })
+}
+
+/// Requests a minute a key may make, whether over HTTP or a realtime socket: its own limit,
+/// or the server's default.
+pub fn rate_limit(key: &KeyRecord, settings: &Settings) -> u32 {
+    key.rate_limit.unwrap_or(settings.rate_limit)
 }
 
 async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<VerifiedKey>>, ApiError> {

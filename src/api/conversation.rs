@@ -12,6 +12,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -22,8 +23,11 @@ use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
-use crate::store::{Agent, AuditRecord, Conversation, Exchange, Message, MessageRole, StoreError};
-use crate::AppState;
+use crate::store::{
+    ensure_room, Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message,
+    MessageRole, StoreError,
+};
+use crate::{AppState, Settings};
 
 const MESSAGE_MAX: usize = 32_000;
 const FILES_MAX: usize = 10;
@@ -82,11 +86,26 @@ fn wants_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-/// What the conversation so far is, and whether this message starts it.
+/// What the conversation so far is, as far as the provider is sent it (the newest earlier
+/// messages within `--history-chars`), and whether this message starts it.
 pub(crate) struct Thread {
     pub id: Uuid,
     pub starts: bool,
+    /// Messages the conversation holds.
+    pub held: i64,
     pub history: Vec<Turn>,
+}
+
+impl Thread {
+    /// A conversation that this message starts.
+    pub fn new(id: Uuid) -> Self {
+        Thread {
+            id,
+            starts: true,
+            held: 0,
+            history: Vec::new(),
+        }
+    }
 }
 
 pub(crate) async fn thread(
@@ -96,29 +115,26 @@ pub(crate) async fn thread(
     id: Option<Uuid>,
 ) -> Result<Thread> {
     let Some(id) = id else {
-        return Ok(Thread {
-            id: Uuid::now_v7(),
-            starts: true,
-            history: Vec::new(),
-        });
+        return Ok(Thread::new(Uuid::now_v7()));
     };
     let unknown = || {
         crate::api::missing_reference(
             "conversationId does not name a conversation of this organization with this agent.",
         )
     };
-    let Conversation {
+    let budget = state.settings.history_chars;
+    let ConversationTail {
         agent_id: owner,
-        messages,
-        ..
-    } = match state.store.get_conversation(org_id, id).await {
+        held,
+        recent,
+    } = match state.store.conversation_tail(org_id, id, budget).await {
         Err(StoreError::NotFound) => return Err(unknown()),
         other => other?,
     };
     if owner != agent_id {
         return Err(unknown());
     }
-    let history = messages
+    let history = recent
         .into_iter()
         .map(|m| Turn {
             role: m.role,
@@ -128,6 +144,7 @@ pub(crate) async fn thread(
     Ok(Thread {
         id,
         starts: false,
+        held,
         history,
     })
 }
@@ -137,6 +154,14 @@ pub(crate) async fn thread(
 /// With `Accept: text/event-stream` the answer streams as server-sent events: `delta`
 /// events carry `{"text"}` as it is produced, and a final `done` event carries
 /// `{"conversationId", "messageId", "createdAt"}` (or an `error` event a problem document).
+/// A streamed answer lasts at most the server's stream timeout (5 minutes by default), then
+/// ends with an `error` event `provider_timeout`.
+///
+/// The agent is given the newest earlier messages of the conversation that fit the server's
+/// history budget (100,000 characters by default); the whole conversation stays stored. A
+/// conversation holds at most the server's limit of messages (1,000 by default, questions
+/// and answers counted): a message that would take it past that with its answer is refused
+/// with 409 `conflict`, and nothing of it is stored. Start a new conversation then.
 #[utoipa::path(
     post, path = "/api/v1/Agent/{agentId}/response", tag = "Agent",
     params(("agentId" = Uuid, Path)),
@@ -177,12 +202,12 @@ async fn respond(
         attachments,
     )
     .await?;
-    let limit = state.settings.provider_timeout;
     if wants_stream(&headers) {
-        return Ok(pending.stream(answer, limit));
+        return Ok(pending.stream(Reading::streamed(answer, &state.settings)));
     }
     let pending_thread = pending.thread_id;
-    let text = collect(answer, limit)
+    let text = Reading::whole(answer, &state.settings)
+        .collect()
         .await
         .map_err(|e| provider_failure(&e))?;
     let (message_id, created_at) = pending.store(text.clone()).await?;
@@ -231,8 +256,9 @@ async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<V
     Ok(out)
 }
 
-/// Asks the provider to answer `text` in `thread`, within the timeout. The answer is stored
-/// with its question through the returned [`Pending`] once it is complete.
+/// Asks the provider to answer `text` in `thread`, within the timeout, unless the
+/// conversation is full. The answer is stored with its question through the returned
+/// [`Pending`] once it is complete.
 pub(crate) async fn ask(
     state: &AppState,
     speaker: Speaker,
@@ -241,6 +267,8 @@ pub(crate) async fn ask(
     text: String,
     attachments: Vec<Attachment>,
 ) -> Result<(Pending, Answer)> {
+    // Checked again where the exchange is stored; refused here, the model is not asked.
+    ensure_room(thread.held, state.settings.max_conversation_messages)?;
     let question = Message {
         id: Uuid::now_v7(),
         role: MessageRole::User,
@@ -280,16 +308,54 @@ pub(crate) async fn ask(
     Ok((pending, answer))
 }
 
-/// Reads the whole answer, allowing `limit` between two pieces.
-async fn collect(mut answer: Answer, limit: Duration) -> Result<String, ProviderError> {
-    let mut text = String::new();
-    loop {
-        match tokio::time::timeout(limit, answer.next()).await {
-            Ok(Some(Ok(piece))) => text.push_str(&piece),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => return Ok(text),
-            Err(_) => return Err(ProviderError::Timeout),
+/// An answer being read, a piece at a time: each piece within the provider timeout, and a
+/// streamed answer as a whole within the stream timeout, counted from when the provider
+/// starts answering. An answer that is not streamed is bounded by the request timeout.
+pub(crate) struct Reading {
+    answer: Answer,
+    per_piece: Duration,
+    ends: Option<Instant>,
+}
+
+impl Reading {
+    pub fn whole(answer: Answer, settings: &Settings) -> Self {
+        Reading {
+            answer,
+            per_piece: settings.provider_timeout,
+            ends: None,
         }
+    }
+
+    pub fn streamed(answer: Answer, settings: &Settings) -> Self {
+        Reading {
+            ends: Some(Instant::now() + settings.stream_timeout),
+            ..Self::whole(answer, settings)
+        }
+    }
+
+    /// The next piece, `None` at the end, or why the answer failed (a timeout is
+    /// [`ProviderError::Timeout`]).
+    pub async fn next(&mut self) -> Option<Result<String, ProviderError>> {
+        let piece_due = Instant::now() + self.per_piece;
+        let due = self.ends.map_or(piece_due, |end| end.min(piece_due));
+        match tokio::time::timeout_at(due, self.answer.next()).await {
+            Ok(item) => item,
+            Err(_) => {
+                if self.ends == Some(due) {
+                    tracing::warn!("a streamed answer reached the stream timeout");
+                }
+                Some(Err(ProviderError::Timeout))
+            }
+        }
+    }
+
+    /// Reads the whole answer.
+    async fn collect(mut self) -> Result<String, ProviderError> {
+        let mut text = String::new();
+        while let Some(piece) = self.next().await {
+            text.push_str(&piece?);
+        }
+        Ok(text)
     }
 }
 
@@ -340,6 +406,7 @@ impl Pending {
             starts: self.starts,
             question: self.question,
             answer,
+            max_messages: self.state.settings.max_conversation_messages,
         };
         let audit = self
             .speaker
@@ -352,15 +419,16 @@ impl Pending {
         Ok((id, at))
     }
 
-    /// Streams the answer as server-sent events and stores it once complete.
-    fn stream(self, mut answer: Answer, limit: Duration) -> Response {
+    /// Streams the answer as server-sent events and stores it once complete. An answer that
+    /// fails part-way, a timeout included, ends with an `error` event and is not stored.
+    fn stream(self, mut answer: Reading) -> Response {
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
         let (tx, rx) = mpsc::channel::<Event>(64);
         tokio::spawn(async move {
             let mut text = String::new();
             let failure = loop {
-                match tokio::time::timeout(limit, answer.next()).await {
-                    Ok(Some(Ok(piece))) => {
+                match answer.next().await {
+                    Some(Ok(piece)) => {
                         let event = Event::default()
                             .event("delta")
                             .json_data(serde_json::json!({ "text": &piece }));
@@ -370,9 +438,8 @@ impl Pending {
                             let _ = tx.send(event).await;
                         }
                     }
-                    Ok(Some(Err(e))) => break Some(provider_failure(&e)),
-                    Ok(None) => break None,
-                    Err(_) => break Some(provider_failure(&ProviderError::Timeout)),
+                    Some(Err(e)) => break Some(provider_failure(&e)),
+                    None => break None,
                 }
             };
             let (state, caller, thread_id) =

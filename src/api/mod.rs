@@ -106,7 +106,7 @@ const PROBLEMS: [(&str, &str, &str); 12] = [
     ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
     ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
     ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
-    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use or a key already rotated."),
+    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use, a key already rotated, or a conversation that is full."),
     ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
     ("415", "UnsupportedMediaType", "`unsupported_media_type`: a JSON body without `Content-Type: application/json`."),
     ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,14 +16,14 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::conversation::{ask, provider_failure, thread, Speaker, Thread};
+use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread};
 use crate::api::{audited, PathId};
-use crate::auth::Caller;
+use crate::auth::{rate_limit, Caller};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
 use crate::http::{OptionalJson, Params, RequestBody};
 use crate::key::{push_random_base62, KeyDigest};
-use crate::provider::ProviderError;
+use crate::ratelimit::{Bucket, Decision, Quota};
 use crate::store::{RealtimeSession, StoreError};
 use crate::AppState;
 
@@ -65,7 +64,11 @@ pub struct RealtimeSessionCreated {
 /// The WebSocket speaks JSON text frames: the client sends `{"type":"message","text":...}`;
 /// the server answers with `{"type":"delta","text":...}` frames and a
 /// `{"type":"done","messageId":...}` frame (or `{"type":"error","code":...}`). The transcript
-/// is kept in the conversation.
+/// is kept in the conversation, within the same bounds as `POST /Agent/{agentId}/response`
+/// (an `error` frame `conflict` when it is full, `provider_timeout` when an answer runs past
+/// the stream timeout). Each message counts against this key's rate limit, like a request;
+/// over it the frame is `{"type":"error","code":"rate_limited","retryAfter":<seconds>}` and
+/// the socket stays open.
 #[utoipa::path(
     post, path = "/api/v1/Agent/{agentId}/realtime-session", tag = "Agent",
     params(("agentId" = Uuid, Path)),
@@ -161,22 +164,25 @@ pub async fn connect(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match key_works(&state, &session).await {
-        Ok(true) => upgrade.on_upgrade(move |socket| talk(state, session, socket)),
-        Ok(false) => ApiError::with_detail(Code::ExpiredApiKey, KEY_GONE).into_response(),
+    match key_quota(&state, &session).await {
+        Ok(Some(quota)) => upgrade.on_upgrade(move |socket| talk(state, session, socket, quota)),
+        Ok(None) => ApiError::with_detail(Code::ExpiredApiKey, KEY_GONE).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 /// A session acts with the authority of the key that created it, so it works only while that
 /// key does: not deleted, expired or past its grace, and its creator still a member. Read
-/// from the database each time, so a delete on any replica ends the session at once.
-async fn key_works(state: &AppState, session: &RealtimeSession) -> Result<bool> {
+/// from the database each time, so a delete on any replica ends the session at once and a
+/// changed rate limit applies to the next message. The key's rate limit if it works.
+async fn key_quota(state: &AppState, session: &RealtimeSession) -> Result<Option<Quota>> {
     let grant = state
         .store
         .key_grant(session.org_id, session.key_id)
         .await?;
-    Ok(grant.is_some_and(|g| g.works_at(Timestamp::now())))
+    Ok(grant
+        .filter(|g| g.works_at(Timestamp::now()))
+        .map(|g| Quota::per_minute(rate_limit(&g.key, &state.settings))))
 }
 
 async fn send(socket: &mut WebSocket, value: serde_json::Value) -> bool {
@@ -197,13 +203,38 @@ struct ClientFrame {
     text: Option<String>,
 }
 
-async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket) {
+/// What the client sent: a message to answer, or something else.
+fn read_message(frame: &str) -> Option<String> {
+    match serde_json::from_str::<ClientFrame>(frame) {
+        Ok(ClientFrame {
+            kind,
+            text: Some(text),
+        }) if kind == "message" && (1..=32_000).contains(&text.chars().count()) => Some(text),
+        _ => None,
+    }
+}
+
+fn rate_limited_frame(decision: &Decision) -> serde_json::Value {
+    let retry_after = decision.retry_after_secs.max(1);
+    json!({
+        "type": "error",
+        "code": Code::RateLimited.as_str(),
+        "retryAfter": retry_after,
+        "detail": format!("Too many requests with this session's key: wait {retry_after} s, then send the message again."),
+    })
+}
+
+/// Serves one socket. Each text frame the client sends is a request of the session's key: it
+/// spends the key's rate limit, in the bucket the key's HTTP requests spend. `quota` is the
+/// key's limit as read when the socket opened.
+async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, mut quota: Quota) {
     let speaker = Speaker {
         org_id: session.org_id,
         key_id: session.key_id,
         key_name: session.key_name.clone(),
     };
     let mut started = session.continues;
+    let mut recorded_minute = i64::MIN;
     loop {
         let frame = match tokio::time::timeout(IDLE, socket.recv()).await {
             Ok(Some(Ok(frame))) => frame,
@@ -214,32 +245,56 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket) 
             Frame::Close(_) => break,
             _ => continue,
         };
-        let message = match serde_json::from_str::<ClientFrame>(&text) {
-            Ok(ClientFrame {
-                kind,
-                text: Some(text),
-            }) if kind == "message" && (1..=32_000).contains(&text.chars().count()) => text,
-            _ => {
-                let detail =
-                    "Send {\"type\":\"message\",\"text\":\"...\"} with 1 to 32,000 characters.";
-                if !send(&mut socket, error_frame(Code::ValidationError, detail)).await {
+        let message = read_message(&text);
+        // A message is answered only while the key works, and under its current limit; a
+        // malformed frame costs no database read and counts at the limit last read.
+        if message.is_some() {
+            match key_quota(&state, &session).await {
+                Ok(Some(current)) => quota = current,
+                Ok(None) => {
+                    let _ = send(&mut socket, error_frame(Code::ExpiredApiKey, KEY_GONE)).await;
                     break;
                 }
-                continue;
+                Err(e) => {
+                    let detail = "The answer could not be completed.";
+                    if !send(&mut socket, error_frame(e.code, detail)).await {
+                        break;
+                    }
+                    continue;
+                }
             }
-        };
-        let outcome = match key_works(&state, &session).await {
-            Ok(true) => exchange(&state, &speaker, &session, started, message, &mut socket).await,
-            Ok(false) => {
-                let _ = send(&mut socket, error_frame(Code::ExpiredApiKey, KEY_GONE)).await;
+        }
+        let decision = state
+            .limiter
+            .check(Bucket::Key(session.key_id), quota)
+            .await;
+        if !decision.allowed {
+            state.metrics.rate_limited("key");
+            if !send(&mut socket, rate_limited_frame(&decision)).await {
                 break;
             }
-            Err(e) => Err(e),
+            continue;
+        }
+        let now = Timestamp::now();
+        if now.minute() > recorded_minute {
+            recorded_minute = now.minute();
+            state.recorder.key_used(session.org_id, session.key_id, now);
+        }
+        let Some(message) = message else {
+            let detail =
+                "Send {\"type\":\"message\",\"text\":\"...\"} with 1 to 32,000 characters.";
+            if !send(&mut socket, error_frame(Code::ValidationError, detail)).await {
+                break;
+            }
+            continue;
         };
-        match outcome {
+        match exchange(&state, &speaker, &session, started, message, &mut socket).await {
             Ok(()) => started = true,
             Err(e) => {
-                let detail = "The answer could not be completed.";
+                let detail = e
+                    .detail
+                    .as_deref()
+                    .unwrap_or("The answer could not be completed.");
                 if !send(&mut socket, error_frame(e.code, detail)).await {
                     break;
                 }
@@ -271,26 +326,17 @@ async fn exchange(
         )
         .await?
     } else {
-        Thread {
-            id: session.conversation_id,
-            starts: true,
-            history: Vec::new(),
-        }
+        Thread::new(session.conversation_id)
     };
-    let (pending, mut answer) =
+    let (pending, answer) =
         ask(state, speaker.clone(), &agent, current, message, Vec::new()).await?;
-    let limit = state.settings.provider_timeout;
+    let mut answer = Reading::streamed(answer, &state.settings);
     let mut text = String::new();
-    loop {
-        match tokio::time::timeout(limit, answer.next()).await {
-            Ok(Some(Ok(piece))) => {
-                let _ = send(socket, json!({"type": "delta", "text": &piece})).await;
-                text.push_str(&piece);
-            }
-            Ok(Some(Err(e))) => return Err(provider_failure(&e)),
-            Ok(None) => break,
-            Err(_) => return Err(provider_failure(&ProviderError::Timeout)),
-        }
+    // As over HTTP, an answer that fails part-way (a timeout included) is not stored.
+    while let Some(piece) = answer.next().await {
+        let piece = piece.map_err(|e| provider_failure(&e))?;
+        let _ = send(socket, json!({"type": "delta", "text": &piece})).await;
+        text.push_str(&piece);
     }
     let (message_id, _) = pending.store(text).await?;
     send(

@@ -40,6 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
+    // Boxed: its many options would make every other command as large.
     Serve(Box<serve::ServeArgs>),
     /// Manage organizations.
     #[command(subcommand)]

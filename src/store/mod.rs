@@ -394,6 +394,18 @@ pub struct Conversation {
     pub messages: Vec<Message>,
 }
 
+/// What a new message in a conversation is answered with.
+#[derive(Debug, Clone)]
+pub struct ConversationTail {
+    pub agent_id: Uuid,
+    /// Messages the conversation holds, both roles counted.
+    pub held: i64,
+    /// The newest messages whose characters (Unicode scalar values) add up to no more than
+    /// the budget asked for, oldest first: walking back from the newest, the first message
+    /// that does not fit ends them.
+    pub recent: Vec<Message>,
+}
+
 /// A message and its answer, stored together.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -403,6 +415,20 @@ pub struct Exchange {
     pub starts: bool,
     pub question: Message,
     pub answer: Message,
+    /// The most messages the conversation may hold once this exchange is stored.
+    pub max_messages: u32,
+}
+
+/// Refuses a question that would take a conversation holding `held` messages past `max`
+/// together with its answer.
+pub fn ensure_room(held: i64, max: u32) -> StoreResult<()> {
+    if held + 2 > i64::from(max) {
+        return Err(StoreError::Conflict(format!(
+            "This conversation is full: it holds {held} messages and may hold at most {max}, \
+             questions and answers counted. Start a new conversation."
+        )));
+    }
+    Ok(())
 }
 
 /// One entry of the audit log.
@@ -622,7 +648,18 @@ pub trait Store: Send + Sync + 'static {
         org_id: Uuid,
         conversation_id: Uuid,
     ) -> StoreResult<Conversation>;
-    /// Stores a message and its answer, starting the conversation if needed.
+    /// A conversation's agent and its newest messages within `chars` characters, read
+    /// without loading the rest: what a provider is sent with a new message.
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail>;
+    /// Stores a message and its answer, starting the conversation if needed; `Conflict` (see
+    /// [`ensure_room`]) if that would take it past the exchange's `max_messages`. Exchanges
+    /// of one conversation are stored one after the other, so racing ones cannot together
+    /// pass the limit.
     async fn record_exchange(
         &self,
         org_id: Uuid,

@@ -884,6 +884,29 @@ impl Store for PostgresStore {
         conversation_from_rows(&row, &messages)
     }
 
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail> {
+        let row = sqlx::query(CONVERSATION_HEAD)
+            .bind(org_id)
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(RECENT_MESSAGES)
+            .bind(org_id)
+            .bind(conversation_id)
+            .bind(char_budget(chars))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        tail_from_rows(&row, &rows)
+    }
+
     async fn record_exchange(
         &self,
         org_id: Uuid,
@@ -917,6 +940,19 @@ impl Store for PostgresStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // After the conversation's row is written: that row's lock orders the exchanges of
+        // one conversation, so this count sees every exchange stored before this one.
+        let held = if x.starts {
+            0
+        } else {
+            sqlx::query_scalar(COUNT_MESSAGES)
+                .bind(org_id)
+                .bind(x.conversation_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?
+        };
+        ensure_room(held, x.max_messages)?;
         for m in [&x.question, &x.answer] {
             sqlx::query(
                 "INSERT INTO messages (org_id, conversation_id, id, role, content, created_at) \

@@ -330,6 +330,44 @@ pub(super) fn conversation_from_rows<R: Columns>(
     })
 }
 
+pub(super) const COUNT_MESSAGES: &str =
+    "SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2";
+
+pub(super) const CONVERSATION_HEAD: &str = "SELECT agent_id, \
+     (SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2) AS held \
+     FROM conversations WHERE org_id = $1 AND id = $2";
+
+/// A conversation's newest messages whose lengths add up to at most `$3` characters, oldest
+/// first. The running total is taken newest first, so the first message that does not fit
+/// and every older one are left out; only the messages that fit are read out. `length`
+/// counts characters on both databases.
+pub(super) const RECENT_MESSAGES: &str = "SELECT m.id, m.role, m.content, m.created_at \
+     FROM messages m JOIN ( \
+         SELECT id, SUM(length(content)) OVER ( \
+             ORDER BY created_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS spent \
+         FROM messages WHERE org_id = $1 AND conversation_id = $2 \
+     ) r ON r.id = m.id \
+     WHERE r.spent <= $3 ORDER BY m.created_at, m.id";
+
+/// A character budget as the databases compare it.
+pub(super) fn char_budget(chars: usize) -> i64 {
+    i64::try_from(chars).unwrap_or(i64::MAX)
+}
+
+pub(super) fn tail_from_rows<R: Columns>(
+    conversation: &R,
+    messages: &[R],
+) -> StoreResult<ConversationTail> {
+    Ok(ConversationTail {
+        agent_id: uuid_col(conversation, "agent_id")?,
+        held: conversation.int("held")?,
+        recent: messages
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<_>>()?,
+    })
+}
+
 pub(super) const FILE_COLUMNS: &str = "id, name, size, content_type, created_at, expires_at";
 
 pub(super) fn file_from_row(row: &impl Columns) -> StoreResult<StoredFile> {

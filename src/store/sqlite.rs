@@ -731,6 +731,29 @@ impl Store for SqliteStore {
         conversation_from_rows(&row, &rows)
     }
 
+    async fn conversation_tail(
+        &self,
+        org_id: Uuid,
+        conversation_id: Uuid,
+        chars: usize,
+    ) -> StoreResult<ConversationTail> {
+        let row = sqlx::query(CONVERSATION_HEAD)
+            .bind(org_id.to_string())
+            .bind(conversation_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let rows = sqlx::query(RECENT_MESSAGES)
+            .bind(org_id.to_string())
+            .bind(conversation_id.to_string())
+            .bind(char_budget(chars))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        tail_from_rows(&row, &rows)
+    }
+
     async fn record_exchange(
         &self,
         org_id: Uuid,
@@ -765,6 +788,19 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound);
             }
         }
+        // Write transactions run one at a time (`BEGIN IMMEDIATE`), so this count sees every
+        // exchange stored before this one.
+        let held = if x.starts {
+            0
+        } else {
+            sqlx::query_scalar(COUNT_MESSAGES)
+                .bind(org_id.to_string())
+                .bind(x.conversation_id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?
+        };
+        ensure_room(held, x.max_messages)?;
         for m in [&x.question, &x.answer] {
             sqlx::query(
                 "INSERT INTO messages (id, org_id, conversation_id, role, content, created_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,5 +1,7 @@
+use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
+use siesta::Settings;
 
 use crate::helpers::*;
 
@@ -246,4 +248,139 @@ async fn conversations_stay_with_their_agent_and_organization() {
     )
     .await
     .ok(200);
+}
+
+async fn messages_of(app: &TestApp, t: &Tenant, conversation: &Value) -> usize {
+    let path = format!("/api/v1/Conversation/{}", conversation.as_str().unwrap());
+    let c = app.get(&path, &t.read, t.org_id).await.ok(200);
+    c["messages"].as_array().unwrap().len()
+}
+
+#[track_caller]
+fn conversation_full(frame: &Value) {
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["code"], "conflict", "{frame}");
+    let detail = frame["detail"].as_str().unwrap();
+    assert!(detail.contains("full") && detail.contains("new"), "{frame}");
+}
+
+#[tokio::test]
+async fn a_full_conversation_refuses_more_messages_and_stores_nothing_of_them() {
+    let app = spawn_app_with(Settings {
+        max_conversation_messages: 4,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, "support-bot").await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let first = app
+        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
+        .await
+        .ok(200);
+    let conversation = first["conversationId"].clone();
+    let more = |text: &str| json!({"message": text, "conversationId": conversation});
+    app.post(&path, &t.write, t.org_id, more("two"))
+        .await
+        .ok(200);
+    // Four messages held: a third question and its answer would make six.
+    let full = app
+        .post(&path, &t.write, t.org_id, more("three"))
+        .await
+        .problem(409, "conflict");
+    let detail = full["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("full") && detail.contains("new conversation"),
+        "{detail}"
+    );
+    let streamed = app
+        .client
+        .post(app.url(&path))
+        .header("X-Api-Key", &t.write)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Accept", "text/event-stream")
+        .json(&more("three"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 409, "refused before any event");
+    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
+
+    // A socket continuing it is refused too, and stays open.
+    let session = format!("/api/v1/Agent/{id}/realtime-session");
+    let s = app
+        .post(
+            &session,
+            &t.write,
+            t.org_id,
+            json!({"conversationId": conversation}),
+        )
+        .await
+        .ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    for text in ["three", "still three"] {
+        let (deltas, refused) = say(&mut ws, text).await;
+        assert_eq!(deltas, "");
+        conversation_full(&refused);
+    }
+    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
+
+    // A conversation a socket starts fills up the same way.
+    let s = app
+        .post(&session, &t.write, t.org_id, json!({}))
+        .await
+        .ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    for text in ["one", "two"] {
+        let (_, done) = say(&mut ws, text).await;
+        assert_eq!(done["type"], "done", "{done}");
+    }
+    let (_, refused) = say(&mut ws, "three").await;
+    conversation_full(&refused);
+    assert_eq!(messages_of(&app, &t, &s["conversationId"]).await, 4);
+}
+
+#[tokio::test]
+async fn messages_racing_into_one_conversation_cannot_take_it_past_its_limit() {
+    let app = spawn_app_with(Settings {
+        max_conversation_messages: 4,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, "support-bot").await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let first = app
+        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
+        .await
+        .ok(200);
+    let conversation = first["conversationId"].clone();
+    // Room for one more exchange; six try at once.
+    let racing = (0..6).map(|n| {
+        app.post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": format!("racer {n}"), "conversationId": conversation}),
+        )
+    });
+    let statuses: Vec<u16> = join_all(racing)
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 409)),
+        "{statuses:?}"
+    );
+    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
 }

@@ -3,6 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use siesta::clock::Timestamp;
@@ -12,6 +13,7 @@ use siesta::store::{AuditRecord, Membership, Organization, Role, Store, User};
 use siesta::{Server, Settings};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use uuid::Uuid;
 
 pub struct TestApp {
@@ -511,6 +513,42 @@ impl Reply {
             Value::Null
         } else {
             self.json()
+        }
+    }
+}
+
+/// Where a browser opens a realtime session's socket: its URL with the one-time secret.
+pub fn socket_url(s: &Value) -> String {
+    format!(
+        "{}?clientSecret={}",
+        s["websocketUrl"].as_str().unwrap(),
+        s["clientSecret"].as_str().unwrap()
+    )
+}
+
+/// Sends a message on a realtime socket and reads frames up to `done` (or `error`): the
+/// text of the deltas, and that last frame.
+pub async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
+where
+    S: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>>
+        + futures_util::Sink<WsMessage>
+        + Unpin,
+    <S as futures_util::Sink<WsMessage>>::Error: std::fmt::Debug,
+{
+    let frame = serde_json::json!({"type": "message", "text": text}).to_string();
+    ws.send(WsMessage::Text(frame.into())).await.unwrap();
+    let mut deltas = String::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let WsMessage::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str().unwrap() {
+            "delta" => deltas.push_str(v["text"].as_str().unwrap()),
+            _ => return (deltas, v),
         }
     }
 }

@@ -12,7 +12,6 @@ use siesta::Settings;
 use uuid::Uuid;
 
 use crate::helpers::*;
-use crate::realtime::{say, socket_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_siesta");
 

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use siesta::provider::ChatCompletions;
@@ -54,6 +55,11 @@ async fn completions(
         .to_owned();
     match body["model"].as_str().unwrap_or("") {
         "broken-model" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "drip-model" => (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(drip()),
+        )
+            .into_response(),
         "slow-model" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK.into_response()
@@ -104,6 +110,21 @@ fn async_body(
     )
 }
 
+/// A piece every 300 ms for 10 s: each piece in time, the whole answer far too long.
+fn drip() -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send {
+    futures_util::stream::unfold(0u32, |n| async move {
+        match n {
+            0 => Some((Ok(chunk("Thinking")), 1)),
+            33 => Some((Ok("data: [DONE]\n\n".to_owned()), 34)),
+            34 => None,
+            n => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Ok(chunk(".")), n + 1))
+            }
+        }
+    })
+}
+
 async fn model_server() -> (String, Seen) {
     let seen = Seen::default();
     let app = Router::new()
@@ -116,6 +137,11 @@ async fn model_server() -> (String, Seen) {
 }
 
 async fn app_with_model() -> (TestApp, Seen) {
+    app_with_model_and(Settings::default()).await
+}
+
+/// The server with these settings, but a provider timeout of 800 ms, and the test model server.
+async fn app_with_model_and(settings: Settings) -> (TestApp, Seen) {
     let (base, seen) = model_server().await;
     let provider = ChatCompletions::new(
         &base,
@@ -125,7 +151,7 @@ async fn app_with_model() -> (TestApp, Seen) {
     .unwrap();
     let settings = Settings {
         provider_timeout: Duration::from_millis(800),
-        ..Settings::default()
+        ..settings
     };
     (
         spawn_app_with_provider(settings, Arc::new(provider)).await,
@@ -259,4 +285,158 @@ async fn model_answers_stream_through_as_they_arrive() {
         .unwrap();
     assert!(body.contains("event: error"), "{body}");
     assert!(body.contains("provider_timeout"), "{body}");
+}
+
+/// The contents of the messages the model server was sent in its `n`th request.
+fn sent(seen: &Seen, n: usize) -> Vec<String> {
+    seen.0.lock().unwrap()[n].1["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_model_gets_the_newest_earlier_messages_that_fit_the_history_budget() {
+    let (app, seen) = app_with_model_and(Settings {
+        history_chars: 50,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, None).await;
+    let path = format!("/api/v1/Agent/{id}/response");
+    let say = |text: &str, conversation: &Value| {
+        app.post(
+            &path,
+            &t.write,
+            t.org_id,
+            json!({"message": text, "conversationId": conversation}),
+        )
+    };
+    let first = app
+        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
+        .await
+        .ok(200);
+    let conversation = first["conversationId"].clone();
+    let a1 = first["response"].as_str().unwrap().to_owned();
+    assert_eq!(a1.chars().count(), 43, "{a1}");
+    // 3 + 43 characters fit in 50.
+    let second = say("ééé", &conversation).await.ok(200);
+    assert_eq!(sent(&seen, 1), ["Be brief.", "one", &a1, "ééé"]);
+    let a2 = second["response"].as_str().unwrap().to_owned();
+    assert_eq!((a2.chars().count(), a2.len()), (43, 46), "{a2}");
+    // Newest first: a2 and "ééé" fit (46 characters, though 52 bytes); a1 does not, and
+    // the walk stops there, though "one" alone would still fit.
+    let third = say("x", &conversation).await.ok(200);
+    assert_eq!(sent(&seen, 2), ["Be brief.", "ééé", &a2, "x"]);
+    let a3 = third["response"].as_str().unwrap().to_owned();
+
+    // A realtime socket continuing the conversation sends the same budget's worth.
+    let session = app
+        .post(
+            &format!("/api/v1/Agent/{id}/realtime-session"),
+            &t.write,
+            t.org_id,
+            json!({"conversationId": conversation}),
+        )
+        .await
+        .ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
+        .await
+        .unwrap();
+    let (_, done) = crate::helpers::say(&mut ws, "y").await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(sent(&seen, 3), ["Be brief.", "x", &a3, "y"]);
+
+    // The whole conversation is still kept.
+    let c = app
+        .get(
+            &format!("/api/v1/Conversation/{}", conversation.as_str().unwrap()),
+            &t.read,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(c["messages"].as_array().unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
+    let (app, _) = app_with_model_and(Settings {
+        stream_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, Some("drip-model")).await;
+
+    let started = std::time::Instant::now();
+    let body = app
+        .client
+        .post(app.url(&format!("/api/v1/Agent/{id}/response")))
+        .header("X-Api-Key", &t.write)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Accept", "text/event-stream")
+        .json(&json!({"message": "take your time"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}: {body}");
+    assert!(took >= Duration::from_millis(900), "{took:?}: {body}");
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert!(events.len() > 2, "pieces arrived first: {body}");
+    assert_eq!(events.last(), Some(&"error"), "{body}");
+    assert!(!events.contains(&"done"), "{body}");
+    let last = body
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(error["code"], "provider_timeout", "{error}");
+    assert_eq!(error["status"], 504, "{error}");
+
+    // The same over a realtime socket, which stays open.
+    let session = app
+        .post(
+            &format!("/api/v1/Agent/{id}/realtime-session"),
+            &t.write,
+            t.org_id,
+            json!({}),
+        )
+        .await
+        .ok(201);
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (deltas, end) = crate::helpers::say(&mut ws, "take your time").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(deltas.starts_with("Thinking."), "{deltas}");
+    assert_eq!(end["type"], "error", "{end}");
+    assert_eq!(end["code"], "provider_timeout", "{end}");
+    // Like any answer that failed, nothing of it is stored.
+    let c = format!(
+        "/api/v1/Conversation/{}",
+        session["conversationId"].as_str().unwrap()
+    );
+    not_found(app.get(&c, &t.read, t.org_id).await);
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "not json".into(),
+    ))
+    .await
+    .unwrap();
+    let frame = ws.next().await.unwrap().unwrap();
+    let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(v["code"], "validation_error", "{v}");
 }

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use siesta::key::Scope;
 use siesta::Settings;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -24,45 +25,11 @@ async fn bot(app: &TestApp, t: &Tenant) -> String {
     a.ok(201)["id"].as_str().unwrap().to_owned()
 }
 
-pub(crate) fn socket_url(s: &Value) -> String {
-    format!(
-        "{}?clientSecret={}",
-        s["websocketUrl"].as_str().unwrap(),
-        s["clientSecret"].as_str().unwrap()
-    )
-}
-
 fn refused_status(r: Result<impl Sized, tungstenite::Error>) -> u16 {
     match r {
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("the connection was accepted"),
-    }
-}
-
-/// Sends a message and reads frames up to `done` (or `error`).
-pub(crate) async fn say<S>(ws: &mut S, text: &str) -> (String, Value)
-where
-    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>>
-        + futures_util::Sink<Message>
-        + Unpin,
-    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
-{
-    let frame = json!({"type": "message", "text": text}).to_string();
-    ws.send(Message::Text(frame.into())).await.unwrap();
-    let mut deltas = String::new();
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Message::Text(t) = frame else { continue };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        match v["type"].as_str().unwrap() {
-            "delta" => deltas.push_str(v["text"].as_str().unwrap()),
-            _ => return (deltas, v),
-        }
     }
 }
 
@@ -286,4 +253,100 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
         .await
         .ok(200);
     assert_eq!(c["messages"].as_array().unwrap().len(), 2);
+}
+
+/// A key of `rate_limit` requests a minute, with write scope, and a realtime session it made:
+/// making the session was the key's first request.
+async fn limited_session(
+    app: &TestApp,
+    t: &Tenant,
+    agent: &str,
+    rate_limit: u32,
+) -> (String, Value) {
+    let mut s = spec("voice-backend", Scope::Write);
+    s.rate_limit = Some(rate_limit);
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    let path = format!("/api/v1/Agent/{agent}/realtime-session");
+    let session = app.post(&path, &key, t.org_id, json!({})).await.ok(201);
+    (key, session)
+}
+
+#[track_caller]
+fn rate_limited(frame: &Value) -> u64 {
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["code"], "rate_limited", "{frame}");
+    let retry = frame["retryAfter"]
+        .as_u64()
+        .expect("retryAfter in whole seconds");
+    assert!(retry >= 1, "{frame}");
+    retry
+}
+
+#[tokio::test]
+async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let (key, s) = limited_session(&app, &t, &agent, 3).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    // The session's creation was the first of the key's three; two messages take the rest.
+    for n in 1..=2 {
+        let (_, done) = say(&mut ws, &format!("message {n}")).await;
+        assert_eq!(done["type"], "done", "message {n}: {done}");
+    }
+    for n in 3..=5 {
+        let (deltas, refused) = say(&mut ws, &format!("message {n}")).await;
+        assert_eq!(deltas, "", "message {n} was not answered");
+        let retry = rate_limited(&refused);
+        assert!(retry <= 20, "one message every 20 s: {refused}");
+    }
+    // One bucket for the key, whether it is spent over HTTP or over a socket.
+    let r = app.get("/api/v1/Me", &key, t.org_id).await;
+    r.problem(429, "rate_limited");
+    // Refused messages are not stored.
+    let c = app
+        .get(
+            &format!(
+                "/api/v1/Conversation/{}",
+                s["conversationId"].as_str().unwrap()
+            ),
+            &t.read,
+            t.org_id,
+        )
+        .await
+        .ok(200);
+    assert_eq!(c["messages"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn after_retry_after_the_same_socket_is_answered_again() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    // 60 a minute: a burst of 60, then one a second.
+    let (key, s) = limited_session(&app, &t, &agent, 60).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
+        .await
+        .unwrap();
+    // The key's HTTP requests spend what the socket may send.
+    for _ in 0..59 {
+        app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    }
+    let mut refused = None;
+    for _ in 0..5 {
+        let (_, frame) = say(&mut ws, "Hello").await;
+        if frame["type"] == "error" {
+            refused = Some(frame);
+            break;
+        }
+    }
+    let refused = refused.expect("the socket's messages are refused once the burst is spent");
+    let retry = rate_limited(&refused);
+    assert!(retry <= 2, "one a second: {refused}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let (text, done) = say(&mut ws, "Hello again").await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert!(text.contains("Hello again"), "{text}");
 }
