@@ -54,7 +54,11 @@ fn too_large(max: u64) -> ApiError {
 /// A file name as kept: its last path component, printable, at most 255 characters.
 fn clean_name(raw: Option<&str>) -> String {
     let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
-    let name: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    let name: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !crate::http::is_bidi_control(*c))
+        .take(255)
+        .collect();
     if name.trim().is_empty() {
         "upload".to_owned()
     } else {
@@ -74,10 +78,19 @@ fn clean_name(raw: Option<&str>) -> String {
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response> {
-    let mut multipart = multipart.map_err(unreadable)?;
     let max = state.settings.max_file_bytes;
+    // Refused before the body is read, so before hyper sends `100 Continue`.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max.saturating_add(MULTIPART_ROOM)) {
+        return Err(too_large(max));
+    }
+    let mut multipart = multipart.map_err(unreadable)?;
     // The one part is the file; anything else is named back.
     let field = match multipart.next_field().await {
         Ok(Some(f)) if f.name() == Some("file") => f,
@@ -182,10 +195,12 @@ async fn get_file(
 }
 
 /// Uploads may be larger than JSON bodies: up to `max_file_bytes` plus room for the form.
+/// Room for the multipart framing around the file: boundaries and part headers.
+const MULTIPART_ROOM: u64 = 64 * 1024;
+
 pub fn router(max_file_bytes: u64) -> OpenApiRouter<AppState> {
-    let limit = usize::try_from(max_file_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024);
+    let limit =
+        usize::try_from(max_file_bytes.saturating_add(MULTIPART_ROOM)).unwrap_or(usize::MAX);
     OpenApiRouter::new()
         .routes(routes!(upload))
         .layer(DefaultBodyLimit::max(limit))
@@ -204,6 +219,7 @@ mod tests {
             "notes.txt"
         );
         assert_eq!(clean_name(Some("a\u{0}b.txt")), "ab.txt");
+        assert_eq!(clean_name(Some("invoice\u{202E}fdp.exe")), "invoicefdp.exe");
         assert_eq!(clean_name(None), "upload");
     }
 }

@@ -163,3 +163,29 @@ async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_he
         .unwrap()
         .starts_with("wss://api.example.com/realtime/"));
 }
+
+#[tokio::test]
+async fn an_upload_declared_too_large_is_refused_before_100_continue() {
+    let app = spawn_app_with(Settings {
+        max_file_bytes: 1024,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/File HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000000000\r\n\
+         Expect: 100-continue\r\n\r\n",
+        t.write, t.org_id
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("answered at once, without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
