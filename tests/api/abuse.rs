@@ -32,23 +32,29 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_stalls_its_body_gets_an_answer_when_the_request_times_out() {
-    let app = spawn_app_with(short_timeouts()).await;
-    let t = app.tenant("Acme").await;
+/// Sends a raw request head (and whatever follows it) and reads the first answer, which
+/// must come within 5 s.
+async fn first_answer(app: &TestApp, request: &str) -> String {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!(
-        "POST /api/v1/Agent HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
-        t.write, t.org_id
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
         .await
         .expect("answered in time")
         .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_gets_an_answer_when_the_request_times_out() {
+    let app = spawn_app_with(short_timeouts()).await;
+    let t = app.tenant("Acme").await;
+    let head = format!(
+        "POST /api/v1/Agent HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+        t.write, t.org_id
+    );
+    let answer = first_answer(&app, &head).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("service_unavailable"), "{answer}");
 }
@@ -83,20 +89,13 @@ async fn an_oversized_request_head_is_refused_before_authentication() {
 async fn a_json_body_declared_too_large_is_refused_before_100_continue() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST /api/v1/Agent HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
          Content-Type: application/json\r\nContent-Length: 100000000000\r\n\
          Expect: 100-continue\r\n\r\n",
         t.write, t.org_id
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("answered at once, without the body")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = first_answer(&app, &head).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
@@ -172,20 +171,13 @@ async fn an_upload_declared_too_large_is_refused_before_100_continue() {
     })
     .await;
     let t = app.tenant("Acme").await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST /api/v1/File HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\nX-Org-Id: {}\r\n\
          Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000000000\r\n\
          Expect: 100-continue\r\n\r\n",
         t.write, t.org_id
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("answered at once, without the body")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let answer = first_answer(&app, &head).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
