@@ -86,6 +86,9 @@ pub struct Settings {
     pub http2_keep_alive: Duration,
     /// How long an HTTP/2 connection may stay open with no stream.
     pub http2_idle_timeout: Duration,
+    /// How long a write to a client may make no progress (a client that stopped reading)
+    /// before the connection is closed.
+    pub write_stall_timeout: Duration,
     /// The longest a streamed answer may last.
     pub stream_timeout: Duration,
     /// Characters (Unicode scalar values) of earlier messages sent to a model with a new one.
@@ -118,6 +121,7 @@ impl Default for Settings {
             max_connections: None,
             http2_keep_alive: Duration::from_secs(20),
             http2_idle_timeout: Duration::from_secs(300),
+            write_stall_timeout: Duration::from_secs(30),
             stream_timeout: Duration::from_secs(300),
             history_chars: 100_000,
             max_conversation_messages: 1_000,
@@ -264,6 +268,7 @@ impl Server {
             http2_keep_alive: state.settings.http2_keep_alive,
             http2_idle_timeout: state.settings.http2_idle_timeout,
             drain: state.settings.drain_timeout,
+            write_stall: state.settings.write_stall_timeout,
         };
         listener::serve(listener, app, limits, state.metrics.clone(), shutdown).await;
         watcher.abort();

@@ -22,7 +22,8 @@ use axum::http::Version;
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -49,6 +50,8 @@ pub struct Limits {
     pub http2_idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
+    /// How long a write to a client may make no progress before the connection is closed.
+    pub write_stall: Duration,
 }
 
 /// 90 % of the process's open-file limit: the rest is left for the database, log and
@@ -79,7 +82,6 @@ pub async fn serve<S>(
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -93,6 +95,10 @@ pub async fn serve<S>(
         .keep_alive_interval(limits.http2_keep_alive)
         .keep_alive_timeout(limits.http2_keep_alive);
     let open = Arc::new(AtomicUsize::new(0));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT));
+    // Every connection task holds a sender: when the last is gone, all have finished.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -109,18 +115,27 @@ pub async fn serve<S>(
         };
         let Some(slot) = Slot::take(&open, limits.max_connections) else {
             metrics.connection_refused();
-            tokio::spawn(refuse(stream));
+            // Refusing holds a descriptor for a moment; under a flood, past a few dozen
+            // refusals in flight the connection is closed without an answer.
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
+        let held = Held(Arc::new(slot));
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(Watch::new());
         let app = app.clone();
         let on_request = Arc::clone(&watch);
+        let for_requests = held.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
+                let extensions = request.extensions_mut();
+                extensions.insert(ConnectInfo::<SocketAddr>(peer));
+                extensions.insert(for_requests.clone());
                 let streams = on_request.request_arrived(request.version());
                 let answer = app.clone().oneshot(request.map(Body::new));
                 async move {
@@ -133,17 +148,23 @@ pub async fn serve<S>(
             },
         );
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(WriteStall::new(stream, limits.write_stall)),
+                service,
+            )
             .into_owned();
-        let watched = graceful.watch(connection);
         let limits = limits.clone();
+        let alive = alive.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            watch.guard(watched, &limits).await;
+            watch.guard(connection, &limits, stopping).await;
+            drop((held, alive));
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
+    let _ = stop.send(true);
+    drop(alive);
+    if tokio::time::timeout(limits.drain, all_done.recv())
         .await
         .is_err()
     {
@@ -154,8 +175,17 @@ pub async fn serve<S>(
     }
 }
 
+/// Refusals at the connection cap that may be answered at once; beyond, a connection is
+/// closed unanswered.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// A connection's place under the cap, in each of its requests' extensions: a socket
+/// upgraded from it (a realtime WebSocket) keeps the place for as long as it is open.
+#[derive(Clone)]
+pub struct Held(#[allow(dead_code)] Arc<Slot>);
+
 /// One of the open connections the cap allows; given back when dropped.
-struct Slot(Arc<AtomicUsize>);
+pub struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
     fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
@@ -218,25 +248,41 @@ impl Watch {
     /// Drives the connection, and drops it (closing the socket) when it breaks the rules:
     /// no request head within the header-read timeout, or an HTTP/2 connection with no
     /// open stream for too long.
-    async fn guard<F, E>(&self, connection: F, limits: &Limits)
-    where
-        F: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
+    async fn guard<C>(
+        &self,
+        connection: C,
+        limits: &Limits,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) where
+        C: GracefulConnection,
+        C::Error: std::fmt::Display,
     {
         tokio::pin!(connection);
         let head_deadline = self.born + limits.header_read_timeout;
         let mut deadline = head_deadline.min(self.born + limits.http2_idle_timeout);
+        let mut closing = false;
         loop {
             tokio::select! {
-                ended = &mut connection => {
+                ended = connection.as_mut() => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     return;
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = stopping.changed(), if !closing => {
+                    // The server is stopping: finish what is in flight, take nothing new.
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    deadline = Instant::now() + limits.drain;
+                    continue;
+                }
             }
             let now = Instant::now();
+            if closing {
+                tracing::debug!("connection closed: it did not finish in time");
+                return;
+            }
             if !self.spoke.load(Ordering::Acquire) {
                 if now >= head_deadline {
                     tracing::debug!(
@@ -250,10 +296,8 @@ impl Watch {
             if !self.http2.load(Ordering::Acquire) {
                 // Past its first request, an HTTP/1 connection is left to hyper's timer,
                 // which restarts after every answer.
-                connection.await.unwrap_or_else(|e| {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                });
-                return;
+                deadline = now + Duration::from_secs(365 * 86_400);
+                continue;
             }
             if self.streams.open.load(Ordering::Acquire) > 0 {
                 deadline = now + limits.http2_idle_timeout;
@@ -262,13 +306,20 @@ impl Watch {
             let idle_since = self.born
                 + Duration::from_millis(self.streams.idle_since_ms.load(Ordering::Acquire));
             if idle_since + limits.http2_idle_timeout <= now {
-                tracing::debug!("HTTP/2 connection closed: no open stream for too long");
-                return;
+                // GOAWAY first, so that a request crossing it can be retried safely.
+                tracing::debug!("HTTP/2 connection closing: no open stream for too long");
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                deadline = now + IDLE_CLOSE_GRACE;
+                continue;
             }
             deadline = idle_since + limits.http2_idle_timeout;
         }
     }
 }
+
+/// How long an idle HTTP/2 connection told to go away may take to finish.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// An HTTP/2 stream counted open until its answer's body is done with.
 struct StreamGuard {
@@ -308,6 +359,98 @@ impl hyper::body::Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A socket whose writes may make no progress for at most `limit`: a client that stops
+/// reading its answers (a stream, a WebSocket) cannot hold the connection, and the task
+/// that produces them, forever. Once the limit passes, the write fails and hyper closes.
+struct WriteStall<T> {
+    io: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        WriteStall {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Called when a write made no progress: pending until the stall outlasts the limit.
+    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<R>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.progress(cx, poll)
     }
 }
 
@@ -368,6 +511,25 @@ mod tests {
         assert!(Slot::take(&open, 2).is_none());
         drop(a);
         assert!(Slot::take(&open, 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_write_that_makes_no_progress_fails_after_the_stall_limit() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut io = WriteStall::new(near, Duration::from_millis(200));
+        // Progress resets the clock: a reader that keeps up is never cut off.
+        for _ in 0..5 {
+            io.write_all(&[1; 64]).await.unwrap();
+            let mut buf = [0; 64];
+            far.read_exact(&mut buf).await.unwrap();
+        }
+        io.write_all(&[1; 64]).await.unwrap();
+        let started = std::time::Instant::now();
+        let stalled = tokio::time::timeout(Duration::from_secs(5), io.write_all(&[1; 64]))
+            .await
+            .expect("the write gives up by itself");
+        assert_eq!(stalled.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::store::{
 };
 use crate::{AppState, Settings};
 
-const MESSAGE_MAX: usize = 32_000;
+pub(crate) const MESSAGE_MAX: usize = 32_000;
 const FILES_MAX: usize = 10;
 
 /// A message to an agent.

@@ -16,7 +16,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread};
+use crate::api::conversation::{
+    ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE_MAX,
+};
 use crate::api::{audited, PathId};
 use crate::auth::{rate_limit, Caller};
 use crate::clock::Timestamp;
@@ -26,6 +28,10 @@ use crate::key::{push_random_base62, KeyDigest};
 use crate::ratelimit::{Bucket, Decision, Quota};
 use crate::store::{RealtimeSession, StoreError};
 use crate::AppState;
+
+/// The largest frame a client may send: a message of 32,000 characters, each written as a
+/// six-byte JSON escape, and room for the frame's other members.
+const MAX_FRAME_BYTES: usize = 256 * 1024;
 
 /// A socket with no message for this long is closed.
 const IDLE: Duration = Duration::from_secs(300);
@@ -132,6 +138,7 @@ pub async fn connect(
     Path(raw_id): Path<String>,
     uri: axum::http::Uri,
     params: Params,
+    held: Option<axum::Extension<crate::listener::Held>>,
     upgrade: std::result::Result<
         WebSocketUpgrade,
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
@@ -165,7 +172,15 @@ pub async fn connect(
         Err(e) => return ApiError::from(e).into_response(),
     };
     match key_quota(&state, &session).await {
-        Ok(Some(quota)) => upgrade.on_upgrade(move |socket| talk(state, session, socket, quota)),
+        // The socket keeps its connection's place under the connection cap while it is open.
+        Ok(Some(quota)) => {
+            upgrade
+                .max_message_size(MAX_FRAME_BYTES)
+                .on_upgrade(move |socket| async move {
+                    talk(state, session, socket, quota).await;
+                    drop(held);
+                })
+        }
         Ok(None) => ApiError::with_detail(Code::ExpiredApiKey, KEY_GONE).into_response(),
         Err(e) => e.into_response(),
     }
@@ -203,15 +218,19 @@ struct ClientFrame {
     text: Option<String>,
 }
 
-/// What the client sent: a message to answer, or something else.
+/// What the client sent: a message to answer (its text checked as an HTTP message's is),
+/// or something else.
 fn read_message(frame: &str) -> Option<String> {
-    match serde_json::from_str::<ClientFrame>(frame) {
-        Ok(ClientFrame {
-            kind,
-            text: Some(text),
-        }) if kind == "message" && (1..=32_000).contains(&text.chars().count()) => Some(text),
-        _ => None,
-    }
+    let Ok(ClientFrame {
+        kind,
+        text: Some(text),
+    }) = serde_json::from_str::<ClientFrame>(frame)
+    else {
+        return None;
+    };
+    let mut errors = crate::http::FieldErrors::default();
+    errors.text("text", Some(&text), 1, MESSAGE_MAX);
+    (kind == "message" && errors.check().is_ok()).then_some(text)
 }
 
 fn rate_limited_frame(decision: &Decision) -> serde_json::Value {
@@ -243,11 +262,25 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
         let text = match frame {
             Frame::Text(t) => t.to_string(),
             Frame::Close(_) => break,
-            _ => continue,
+            // Not a message, but a request of the key all the same.
+            Frame::Binary(_) => String::new(),
+            Frame::Ping(_) | Frame::Pong(_) => continue,
         };
+        // Every frame spends the key's limit, at the limit last read; only then is the key
+        // read again (is it still working, has its limit changed?), so a flood past the
+        // limit costs no database read.
+        let decision = state
+            .limiter
+            .check(Bucket::Key(session.key_id), quota)
+            .await;
+        if !decision.allowed {
+            state.metrics.rate_limited("key");
+            if !send(&mut socket, rate_limited_frame(&decision)).await {
+                break;
+            }
+            continue;
+        }
         let message = read_message(&text);
-        // A message is answered only while the key works, and under its current limit; a
-        // malformed frame costs no database read and counts at the limit last read.
         if message.is_some() {
             match key_quota(&state, &session).await {
                 Ok(Some(current)) => quota = current,
@@ -264,17 +297,6 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
                 }
             }
         }
-        let decision = state
-            .limiter
-            .check(Bucket::Key(session.key_id), quota)
-            .await;
-        if !decision.allowed {
-            state.metrics.rate_limited("key");
-            if !send(&mut socket, rate_limited_frame(&decision)).await {
-                break;
-            }
-            continue;
-        }
         let now = Timestamp::now();
         if now.minute() > recorded_minute {
             recorded_minute = now.minute();
@@ -282,7 +304,8 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
         }
         let Some(message) = message else {
             let detail =
-                "Send {\"type\":\"message\",\"text\":\"...\"} with 1 to 32,000 characters.";
+                "Send {\"type\":\"message\",\"text\":\"...\"} with 1 to 32,000 characters, \
+                 and no control characters but tab and line breaks.";
             if !send(&mut socket, error_frame(Code::ValidationError, detail)).await {
                 break;
             }

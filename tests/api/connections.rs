@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use siesta::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -237,4 +238,113 @@ async fn an_http2_connection_is_pinged_and_closed_when_the_ping_goes_unanswered(
         "an unanswered ping ends the connection"
     );
     assert!(started.elapsed() >= keep_alive);
+}
+
+/// A realtime session for a new agent of the tenant, created over connections that are
+/// closed again at once (so none holds a place under the connection cap for long). Each
+/// request is retried until its connection is let in.
+async fn realtime_session(app: &TestApp, t: &Tenant) -> serde_json::Value {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let created = |path: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            for _ in 0..100 {
+                let sent = client
+                    .post(app.url(&path))
+                    .header("X-Api-Key", &t.write)
+                    .header("X-Org-Id", t.org_id.to_string())
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(r) = sent {
+                    if r.status() == 201 {
+                        return Reply::from(r).await.json();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("POST {path} was never let in");
+        }
+    };
+    let agent = created("/api/v1/Agent".into(), json!({"name": "bot"})).await;
+    let path = format!(
+        "/api/v1/Agent/{}/realtime-session",
+        agent["id"].as_str().unwrap()
+    );
+    created(path, json!({})).await
+}
+
+/// The status line of `GET /healthz` on a fresh connection.
+async fn healthz_status(app: &TestApp) -> String {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_open_realtime_socket_keeps_its_place_under_the_connection_cap() {
+    let app = spawn_app_with(Settings {
+        max_connections: Some(1),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let session = realtime_session(&app, &t).await;
+    let mut opened = None;
+    for _ in 0..100 {
+        // Until the connection that created the session is gone, the cap is reached.
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(socket_url(&session)).await {
+            opened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ws = opened.expect("the socket is let in");
+    assert!(healthz_status(&app).await.starts_with("HTTP/1.1 503"));
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "the socket itself is served");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let freed = eventually(Duration::from_secs(5), || async {
+        healthz_status(&app).await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(freed.is_some(), "a closed socket gives its place back");
+}
+
+#[tokio::test]
+async fn connections_in_use_outlive_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let app = spawn_app_with(Settings {
+        header_read_timeout: timeout,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let session = realtime_session(&app, &t).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
+        .await
+        .unwrap();
+    tokio::time::sleep(timeout * 2 + Duration::from_millis(500)).await;
+    let (_, done) = say(&mut ws, "Still there?").await;
+    assert_eq!(
+        done["type"], "done",
+        "an open socket is not a slow request head"
+    );
+    // A keep-alive connection serves request after request, each within the timeout.
+    for _ in 0..4 {
+        app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+        tokio::time::sleep(timeout / 2).await;
+    }
 }
