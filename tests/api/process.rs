@@ -39,8 +39,23 @@ impl<'a> Site<'a> {
 /// Starts `siesta serve` on port 0 and reads stdout up to the end of the bootstrap block
 /// (or just the listening line when there is none).
 async fn start(site: Site<'_>, log: &str) -> Running {
-    let mut child = Command::new(BIN)
+    start_with(site, log, &[], None).await
+}
+
+/// As [`start`], with more flags, and at most `open_files` open files when given.
+async fn start_with(site: Site<'_>, log: &str, flags: &[&str], open_files: Option<u32>) -> Running {
+    let mut command = match open_files {
+        // The shell lowers the limit, then becomes the server.
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--database", site.db])
+        .args(flags)
         .env("RUST_LOG", log)
         .current_dir(site.dir)
         .env_remove("SIESTA_DATABASE_URL")
@@ -598,4 +613,55 @@ async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn with_256_open_files_300_silent_sockets_neither_hang_the_api_nor_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::fresh(dir.path()).await;
+    let r = start_with(
+        Site::of(&dir, &db),
+        "info",
+        &["--header-read-timeout", "2s"],
+        Some(256),
+    )
+    .await;
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let addr = r.base.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            silent.push(s);
+        }
+    }
+    // Past the cap (90 % of 256), a request is answered at once, not left to time out.
+    let started = std::time::Instant::now();
+    let me = reqwest::Client::new()
+        .get(format!("{}/api/v1/Me", r.base))
+        .header("X-Api-Key", &key)
+        .header("X-Org-Id", &org)
+        .send();
+    let answer = tokio::time::timeout(Duration::from_secs(5), me)
+        .await
+        .expect("answered, not hung");
+    match answer {
+        Ok(answer) => assert!(
+            [200, 503].contains(&answer.status().as_u16()),
+            "{}",
+            answer.status()
+        ),
+        // A connection refused while the server is out of descriptors is also an answer.
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Once the header-read timeout has closed the silent sockets, everybody is served.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    get(&r.base, "/api/v1/Me", &key, &org)
+        .await
+        .error_for_status()
+        .expect("served again");
+    drop(silent);
+    let (status, _) = terminate(r).await;
+    assert!(status.success(), "the server never died of it");
 }
