@@ -269,6 +269,22 @@ impl TestApp {
         let path = format!("/api/v1/Agent/{agent}/realtime-session");
         self.post(&path, key, org, body).await.ok(201)
     }
+
+    /// Rotates a key with no body, so with the default grace, by the tenant's admin key.
+    pub async fn rotate_with_default_grace(
+        &self,
+        t: &Tenant,
+        key_id: impl std::fmt::Display,
+    ) -> Reply {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/ApiKey/{key_id}/rotate"),
+            Some(&t.admin),
+            Some(&t.org_id.to_string()),
+            None,
+        )
+        .await
+    }
 }
 
 impl TestApp {
