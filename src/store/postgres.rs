@@ -890,21 +890,7 @@ impl Store for PostgresStore {
         conversation_id: Uuid,
         chars: usize,
     ) -> StoreResult<ConversationTail> {
-        let row = sqlx::query(CONVERSATION_HEAD)
-            .bind(org_id)
-            .bind(conversation_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        let rows = sqlx::query(RECENT_MESSAGES)
-            .bind(org_id)
-            .bind(conversation_id)
-            .bind(char_budget(chars))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        tail_from_rows(&row, &rows)
+        conversation_tail(&self.pool, org_id, conversation_id, chars, map_err).await
     }
 
     async fn record_exchange(

@@ -330,18 +330,29 @@ pub(super) fn conversation_from_rows<R: Columns>(
     })
 }
 
-pub(super) const COUNT_MESSAGES: &str =
-    "SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2";
+/// `$1` org, `$2` conversation: how many messages the conversation holds, both roles
+/// counted. A macro, so that [`CONVERSATION_HEAD`] counts with the same text.
+macro_rules! count_messages {
+    () => {
+        "SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2"
+    };
+}
 
-pub(super) const CONVERSATION_HEAD: &str = "SELECT agent_id, \
-     (SELECT COUNT(*) FROM messages WHERE org_id = $1 AND conversation_id = $2) AS held \
-     FROM conversations WHERE org_id = $1 AND id = $2";
+pub(super) const COUNT_MESSAGES: &str = count_messages!();
+
+/// `$1` org, `$2` conversation: its agent, and how many messages it holds (`held`), as the
+/// cap on a conversation counts them.
+const CONVERSATION_HEAD: &str = concat!(
+    "SELECT agent_id, (",
+    count_messages!(),
+    ") AS held FROM conversations WHERE org_id = $1 AND id = $2"
+);
 
 /// A conversation's newest messages whose lengths add up to at most `$3` characters, oldest
 /// first. The running total is taken newest first, so the first message that does not fit
 /// and every older one are left out; only the messages that fit are read out. `length`
 /// counts characters on both databases.
-pub(super) const RECENT_MESSAGES: &str = "SELECT m.id, m.role, m.content, m.created_at \
+const RECENT_MESSAGES: &str = "SELECT m.id, m.role, m.content, m.created_at \
      FROM messages m JOIN ( \
          SELECT id, SUM(length(content)) OVER ( \
              ORDER BY created_at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS spent \
@@ -350,14 +361,45 @@ pub(super) const RECENT_MESSAGES: &str = "SELECT m.id, m.role, m.content, m.crea
      WHERE r.spent <= $3 ORDER BY m.created_at, m.id";
 
 /// A character budget as the databases compare it.
-pub(super) fn char_budget(chars: usize) -> i64 {
+fn char_budget(chars: usize) -> i64 {
     i64::try_from(chars).unwrap_or(i64::MAX)
 }
 
-pub(super) fn tail_from_rows<R: Columns>(
-    conversation: &R,
-    messages: &[R],
-) -> StoreResult<ConversationTail> {
+/// [`Store::conversation_tail`] on `pool`, for either database: `org_id` and
+/// `conversation_id` as the database binds ids.
+pub(super) async fn conversation_tail<'q, DB, Id>(
+    pool: &Pool<DB>,
+    org_id: Id,
+    conversation_id: Id,
+    chars: usize,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<ConversationTail>
+where
+    DB: Database,
+    DB::Arguments<'q>: IntoArguments<'q, DB>,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    Id: Encode<'q, DB> + Type<DB> + Clone + Send + 'q,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    let conversation = sqlx::query(CONVERSATION_HEAD)
+        .bind(org_id.clone())
+        .bind(conversation_id.clone())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)?;
+    let messages = sqlx::query(RECENT_MESSAGES)
+        .bind(org_id)
+        .bind(conversation_id)
+        .bind(char_budget(chars))
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    tail_from_rows(&conversation, &messages)
+}
+
+fn tail_from_rows<R: Columns>(conversation: &R, messages: &[R]) -> StoreResult<ConversationTail> {
     Ok(ConversationTail {
         agent_id: uuid_col(conversation, "agent_id")?,
         held: conversation.int("held")?,

@@ -737,21 +737,14 @@ impl Store for SqliteStore {
         conversation_id: Uuid,
         chars: usize,
     ) -> StoreResult<ConversationTail> {
-        let row = sqlx::query(CONVERSATION_HEAD)
-            .bind(org_id.to_string())
-            .bind(conversation_id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        let rows = sqlx::query(RECENT_MESSAGES)
-            .bind(org_id.to_string())
-            .bind(conversation_id.to_string())
-            .bind(char_budget(chars))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        tail_from_rows(&row, &rows)
+        conversation_tail(
+            &self.reader,
+            org_id.to_string(),
+            conversation_id.to_string(),
+            chars,
+            map_err,
+        )
+        .await
     }
 
     async fn record_exchange(

@@ -1,4 +1,3 @@
-use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -103,16 +102,7 @@ async fn rotation_over_http_keeps_the_old_key_for_the_grace_period() {
     let id = made["id"].as_str().unwrap();
     app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
     // No body: the default grace of 24h.
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/ApiKey/{id}/rotate"),
-            Some(&t.admin),
-            Some(&t.org_id.to_string()),
-            None,
-        )
-        .await;
-    let next = r.ok(200);
+    let next = app.rotate_with_default_grace(&t, id).await.ok(200);
     assert_eq!(next["name"], "crm-prod-sync");
     assert_eq!(next["scope"], "read");
     let new = next["key"].as_str().unwrap().to_owned();

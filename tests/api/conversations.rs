@@ -87,21 +87,14 @@ async fn answers_stream_as_server_sent_events_and_are_stored() {
     let t = app.tenant("Acme").await;
     let id = agent(&app, &t, "support-bot").await;
     let r = app
-        .client
-        .post(app.url(&format!("/api/v1/Agent/{id}/response")))
-        .header("X-Api-Key", &t.write)
-        .header("X-Org-Id", t.org_id.to_string())
-        .header("Accept", "text/event-stream")
-        .json(&json!({"message": "Stream it"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
+        .stream_response(&t, &id, json!({"message": "Stream it"}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
         .unwrap()
         .starts_with("text/event-stream"));
-    let body = r.text().await.unwrap();
+    let body = r.text();
     let mut deltas = String::new();
     let mut done: Option<Value> = None;
     let mut count = 0;
@@ -250,10 +243,28 @@ async fn conversations_stay_with_their_agent_and_organization() {
     .ok(200);
 }
 
-async fn messages_of(app: &TestApp, t: &Tenant, conversation: &Value) -> usize {
-    let path = format!("/api/v1/Conversation/{}", conversation.as_str().unwrap());
-    let c = app.get(&path, &t.read, t.org_id).await.ok(200);
-    c["messages"].as_array().unwrap().len()
+/// A conversation with room for one more exchange: on an app whose conversations hold at
+/// most four messages, a tenant's agent answered its first question. The app, the tenant,
+/// the agent's id and the conversation's.
+async fn a_conversation_with_room_for_one_exchange() -> (TestApp, Tenant, String, Value) {
+    let app = spawn_app_with(Settings {
+        max_conversation_messages: 4,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, "support-bot").await;
+    let first = app
+        .post(
+            &format!("/api/v1/Agent/{id}/response"),
+            &t.write,
+            t.org_id,
+            json!({"message": "one"}),
+        )
+        .await
+        .ok(200);
+    let conversation = first["conversationId"].clone();
+    (app, t, id, conversation)
 }
 
 #[track_caller]
@@ -266,19 +277,8 @@ fn conversation_full(frame: &Value) {
 
 #[tokio::test]
 async fn a_full_conversation_refuses_more_messages_and_stores_nothing_of_them() {
-    let app = spawn_app_with(Settings {
-        max_conversation_messages: 4,
-        ..Settings::default()
-    })
-    .await;
-    let t = app.tenant("Acme").await;
-    let id = agent(&app, &t, "support-bot").await;
+    let (app, t, id, conversation) = a_conversation_with_room_for_one_exchange().await;
     let path = format!("/api/v1/Agent/{id}/response");
-    let first = app
-        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
-        .await
-        .ok(200);
-    let conversation = first["conversationId"].clone();
     let more = |text: &str| json!({"message": text, "conversationId": conversation});
     app.post(&path, &t.write, t.org_id, more("two"))
         .await
@@ -293,72 +293,42 @@ async fn a_full_conversation_refuses_more_messages_and_stores_nothing_of_them() 
         detail.contains("full") && detail.contains("new conversation"),
         "{detail}"
     );
-    let streamed = app
-        .client
-        .post(app.url(&path))
-        .header("X-Api-Key", &t.write)
-        .header("X-Org-Id", t.org_id.to_string())
-        .header("Accept", "text/event-stream")
-        .json(&more("three"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(streamed.status(), 409, "refused before any event");
-    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
+    let streamed = app.stream_response(&t, &id, more("three")).await;
+    assert_eq!(streamed.status, 409, "refused before any event");
+    assert_eq!(app.conversation_messages(&t, &conversation).await.len(), 4);
 
     // A socket continuing it is refused too, and stays open.
-    let session = format!("/api/v1/Agent/{id}/realtime-session");
+    let continuing = json!({"conversationId": conversation});
     let s = app
-        .post(
-            &session,
-            &t.write,
-            t.org_id,
-            json!({"conversationId": conversation}),
-        )
-        .await
-        .ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+        .realtime_session(&id, &t.write, t.org_id, continuing)
+        .await;
+    let mut ws = open_socket(&s).await;
     for text in ["three", "still three"] {
         let (deltas, refused) = say(&mut ws, text).await;
         assert_eq!(deltas, "");
         conversation_full(&refused);
     }
-    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
+    assert_eq!(app.conversation_messages(&t, &conversation).await.len(), 4);
 
     // A conversation a socket starts fills up the same way.
     let s = app
-        .post(&session, &t.write, t.org_id, json!({}))
-        .await
-        .ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+        .realtime_session(&id, &t.write, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&s).await;
     for text in ["one", "two"] {
         let (_, done) = say(&mut ws, text).await;
         assert_eq!(done["type"], "done", "{done}");
     }
     let (_, refused) = say(&mut ws, "three").await;
     conversation_full(&refused);
-    assert_eq!(messages_of(&app, &t, &s["conversationId"]).await, 4);
+    let started = &s["conversationId"];
+    assert_eq!(app.conversation_messages(&t, started).await.len(), 4);
 }
 
 #[tokio::test]
 async fn messages_racing_into_one_conversation_cannot_take_it_past_its_limit() {
-    let app = spawn_app_with(Settings {
-        max_conversation_messages: 4,
-        ..Settings::default()
-    })
-    .await;
-    let t = app.tenant("Acme").await;
-    let id = agent(&app, &t, "support-bot").await;
+    let (app, t, id, conversation) = a_conversation_with_room_for_one_exchange().await;
     let path = format!("/api/v1/Agent/{id}/response");
-    let first = app
-        .post(&path, &t.write, t.org_id, json!({"message": "one"}))
-        .await
-        .ok(200);
-    let conversation = first["conversationId"].clone();
     // Room for one more exchange; six try at once.
     let racing = (0..6).map(|n| {
         app.post(
@@ -382,5 +352,5 @@ async fn messages_racing_into_one_conversation_cannot_take_it_past_its_limit() {
         statuses.iter().all(|s| matches!(s, 200 | 409)),
         "{statuses:?}"
     );
-    assert_eq!(messages_of(&app, &t, &conversation).await, 4);
+    assert_eq!(app.conversation_messages(&t, &conversation).await.len(), 4);
 }

@@ -240,6 +240,54 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Asks `agent` with the tenant's write key for an answer as server-sent events, and
+    /// reads the whole stream.
+    pub async fn stream_response(&self, t: &Tenant, agent: &str, body: Value) -> Reply {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/v1/Agent/{agent}/response")))
+            .header("X-Api-Key", &t.write)
+            .header("X-Org-Id", t.org_id.to_string())
+            .header("Accept", "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::from(r).await
+    }
+
+    /// The messages a conversation holds, read with the tenant's read key.
+    pub async fn conversation_messages(&self, t: &Tenant, conversation: &Value) -> Vec<Value> {
+        let path = format!("/api/v1/Conversation/{}", conversation.as_str().unwrap());
+        let c = self.get(&path, &t.read, t.org_id).await.ok(200);
+        c["messages"].as_array().unwrap().clone()
+    }
+
+    /// Makes a realtime session with `agent` (201); `body` may name a conversation to
+    /// continue.
+    pub async fn realtime_session(&self, agent: &str, key: &str, org: Uuid, body: Value) -> Value {
+        let path = format!("/api/v1/Agent/{agent}/realtime-session");
+        self.post(&path, key, org, body).await.ok(201)
+    }
+
+    /// Rotates a key with no body, so with the default grace, by the tenant's admin key.
+    pub async fn rotate_with_default_grace(
+        &self,
+        t: &Tenant,
+        key_id: impl std::fmt::Display,
+    ) -> Reply {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/ApiKey/{key_id}/rotate"),
+            Some(&t.admin),
+            Some(&t.org_id.to_string()),
+            None,
+        )
+        .await
+    }
+}
+
+impl TestApp {
     /// Repeats `GET /api/v1/Me` until it answers `status`; how long that took, if it did.
     pub async fn me_answers(
         &self,
@@ -524,6 +572,18 @@ pub fn socket_url(s: &Value) -> String {
         s["websocketUrl"].as_str().unwrap(),
         s["clientSecret"].as_str().unwrap()
     )
+}
+
+/// A realtime session's socket, open.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a realtime session's socket with its one-time secret, as a browser does.
+pub async fn open_socket(session: &Value) -> Socket {
+    let (ws, _) = tokio_tungstenite::connect_async(socket_url(session))
+        .await
+        .expect("the socket opens");
+    ws
 }
 
 /// Sends a message on a realtime socket and reads frames up to `done` (or `error`): the

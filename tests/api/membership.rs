@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 use siesta::key::Scope;
 use siesta::lifecycle::{self, Actor};
@@ -48,22 +47,51 @@ async fn member(app: &TestApp, t: &Tenant, email: &str, role: Role) -> Uuid {
     user
 }
 
+/// Whether `GET /api/v1/ApiKey` with `key` comes to answer `status` within a second: the
+/// time a change of role has to reach a running server.
+async fn key_listing_answers_within_a_second(
+    app: &TestApp,
+    key: &str,
+    org: Uuid,
+    status: u16,
+) -> bool {
+    let answered = eventually(Duration::from_secs(1), || async {
+        app.get("/api/v1/ApiKey", key, org).await.status == status
+    });
+    answered.await.is_some()
+}
+
+/// Dev, a member of the tenant's organization, and a key issued to them.
+struct Dev {
+    user: Uuid,
+    key_id: Uuid,
+    key: String,
+}
+
+/// Makes dev a member of the tenant's organization with `role`, and issues them a key of
+/// `scope`.
+async fn dev_with_a_key(app: &TestApp, t: &Tenant, role: Role, name: &str, scope: Scope) -> Dev {
+    let user = member(app, t, "dev@acme.example", role).await;
+    let (key_id, key) = app.issue(t.org_id, user, name, scope).await;
+    Dev { user, key_id, key }
+}
+
 #[tokio::test]
 async fn a_member_removed_and_added_back_finds_their_old_keys_dead_and_new_ones_working() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    let dev = member(&app, &t, "dev@acme.example", Role::Member).await;
-    let (old_id, old) = app.issue(t.org_id, dev, "crm-prod-sync", Scope::Read).await;
-    app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
+    let dev = dev_with_a_key(&app, &t, Role::Member, "crm-prod-sync", Scope::Read).await;
+    let (old_id, old) = (dev.key_id, &dev.key);
+    app.get("/api/v1/Me", old, t.org_id).await.ok(200);
 
-    remove(&app, t.org_id, dev).await;
-    app.add_member(t.org_id, dev, Role::Member).await;
+    remove(&app, t.org_id, dev.user).await;
+    app.add_member(t.org_id, dev.user, Role::Member).await;
     // Made by another writer than the server: it reaches the server within a second.
     let refused = app
-        .me_answers(Duration::from_secs(1), &old, t.org_id, 403)
+        .me_answers(Duration::from_secs(1), old, t.org_id, 403)
         .await;
     assert!(refused.is_some(), "the old key stops although dev is back");
-    app.get("/api/v1/Me", &old, t.org_id)
+    app.get("/api/v1/Me", old, t.org_id)
         .await
         .problem(403, "key_owner_not_member");
     let grant = app
@@ -76,12 +104,12 @@ async fn a_member_removed_and_added_back_finds_their_old_keys_dead_and_new_ones_
 
     // A key issued after dev was added back works, and a role change is not a removal.
     let (_, new) = app
-        .issue(t.org_id, dev, "crm-prod-other", Scope::Read)
+        .issue(t.org_id, dev.user, "crm-prod-other", Scope::Read)
         .await;
     app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
-    app.add_member(t.org_id, dev, Role::Admin).await;
+    app.add_member(t.org_id, dev.user, Role::Admin).await;
     app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
-    app.get("/api/v1/Me", &old, t.org_id)
+    app.get("/api/v1/Me", old, t.org_id)
         .await
         .problem(403, "key_owner_not_member");
 
@@ -99,32 +127,26 @@ async fn a_member_removed_and_added_back_finds_their_old_keys_dead_and_new_ones_
 async fn a_realtime_session_ends_when_its_keys_owner_is_removed_even_if_added_back() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    let dev = member(&app, &t, "dev@acme.example", Role::Member).await;
-    let (_, key) = app
-        .issue(t.org_id, dev, "voice-prod-backend", Scope::Write)
-        .await;
+    let dev = dev_with_a_key(&app, &t, Role::Member, "voice-prod-backend", Scope::Write).await;
     let agent = app
         .post(
             "/api/v1/Agent",
-            &key,
+            &dev.key,
             t.org_id,
             json!({"name": "voice-bot", "instructions": "Be quick."}),
         )
         .await
         .ok(201);
-    let path = format!(
-        "/api/v1/Agent/{}/realtime-session",
-        agent["id"].as_str().unwrap()
-    );
-    let open = app.post(&path, &key, t.org_id, json!({})).await.ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&open))
-        .await
-        .unwrap();
+    let agent = agent["id"].as_str().unwrap();
+    let open = app
+        .realtime_session(agent, &dev.key, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&open).await;
     let (_, done) = say(&mut ws, "Hello").await;
     assert_eq!(done["type"], "done", "{done}");
 
-    remove(&app, t.org_id, dev).await;
-    app.add_member(t.org_id, dev, Role::Member).await;
+    remove(&app, t.org_id, dev.user).await;
+    app.add_member(t.org_id, dev.user, Role::Member).await;
     let (deltas, refused) = say(&mut ws, "Still there?").await;
     assert_eq!(deltas, "");
     assert_eq!(refused["type"], "error", "{refused}");
@@ -239,12 +261,8 @@ async fn a_demoted_owners_admin_key_acts_with_write_scope_from_the_next_request(
     assert_eq!(me["scope"], "admin");
 
     app.add_member(t.org_id, t.owner, Role::Member).await;
-    let refused = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 403
-    })
-    .await;
     assert!(
-        refused.is_some(),
+        key_listing_answers_within_a_second(&app, &t.admin, t.org_id, 403).await,
         "the demotion reaches the server within a second"
     );
     let r = app
@@ -272,11 +290,7 @@ async fn a_demoted_owners_admin_key_acts_with_write_scope_from_the_next_request(
 
     // Promoted again, the key acts with its own scope again.
     app.add_member(t.org_id, t.owner, Role::Admin).await;
-    let restored = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 200
-    })
-    .await;
-    assert!(restored.is_some());
+    assert!(key_listing_answers_within_a_second(&app, &t.admin, t.org_id, 200).await);
 }
 
 #[tokio::test]
@@ -297,12 +311,8 @@ async fn a_demotion_by_the_cli_reaches_a_running_server_within_a_second() {
     ];
     let (ok, _, stderr) = siesta(&app, &args).await;
     assert!(ok, "{stderr}");
-    let refused = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/ApiKey", &t.admin, t.org_id).await.status == 403
-    })
-    .await;
     assert!(
-        refused.is_some(),
+        key_listing_answers_within_a_second(&app, &t.admin, t.org_id, 403).await,
         "the role change reached the server in time"
     );
     app.get("/api/v1/ApiKey", &t.admin, t.org_id)
@@ -316,34 +326,18 @@ async fn a_demotion_by_the_cli_reaches_a_running_server_within_a_second() {
 async fn rotation_keeps_the_stored_scope_and_the_successor_is_capped_the_same_way() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
-    let dev = member(&app, &t, "dev@acme.example", Role::Admin).await;
-    let (id, key) = app
-        .issue(t.org_id, dev, "crm-prod-admin", Scope::Admin)
-        .await;
-    app.get("/api/v1/ApiKey", &key, t.org_id).await.ok(200);
-    app.add_member(t.org_id, dev, Role::Member).await;
-    let capped = eventually(Duration::from_secs(1), || async {
-        app.get("/api/v1/ApiKey", &key, t.org_id).await.status == 403
-    })
-    .await;
-    assert!(capped.is_some());
+    let dev = dev_with_a_key(&app, &t, Role::Admin, "crm-prod-admin", Scope::Admin).await;
+    app.get("/api/v1/ApiKey", &dev.key, t.org_id).await.ok(200);
+    app.add_member(t.org_id, dev.user, Role::Member).await;
+    assert!(key_listing_answers_within_a_second(&app, &dev.key, t.org_id, 403).await);
 
     // The owner's admin key rotates dev's key: a rotation is never refused for the scope.
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/ApiKey/{id}/rotate"),
-            Some(&t.admin),
-            Some(&t.org_id.to_string()),
-            None,
-        )
-        .await;
-    let next = r.ok(200);
+    let next = app.rotate_with_default_grace(&t, dev.key_id).await.ok(200);
     assert_eq!(
         next["scope"], "admin",
         "the successor keeps the stored scope"
     );
-    assert_eq!(next["createdBy"], dev.to_string());
+    assert_eq!(next["createdBy"], dev.user.to_string());
     let successor = next["key"].as_str().unwrap();
     let me = app.get("/api/v1/Me", successor, t.org_id).await.ok(200);
     assert_eq!(me["scope"], "write", "and acts with its owner's maximum");
@@ -425,25 +419,13 @@ async fn a_database_from_before_membership_ids_migrates_without_losing_keys() {
     if db.is_postgres() {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         migrator.run(&mut conn).await.unwrap();
-        for (sql, digest) in &statements {
-            sqlx::query(sql)
-                .bind(digest)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+        run_statements::<sqlx::Postgres>(&mut conn, &statements).await;
     } else {
         let mut conn = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url))
             .await
             .unwrap();
         migrator.run(&mut conn).await.unwrap();
-        for (sql, digest) in &statements {
-            sqlx::query(sql)
-                .bind(digest)
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
+        run_statements::<sqlx::Sqlite>(&mut conn, &statements).await;
     }
 
     let store = siesta::store::open(&db.url).await.expect("migrates");
@@ -477,4 +459,21 @@ async fn a_database_from_before_membership_ids_migrates_without_losing_keys() {
     store.add_member(&member, audit).await.unwrap();
     let grant = store.find_grant(&kept.digest()).await.unwrap().unwrap();
     assert!(!grant.works_at(now));
+}
+
+/// Runs each statement on `conn`, with its bytes, if any, bound to `$1`.
+async fn run_statements<DB>(conn: &mut DB::Connection, statements: &[(String, Option<Vec<u8>>)])
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> Option<Vec<u8>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    for (sql, bytes) in statements {
+        sqlx::query(sql)
+            .bind(bytes.clone())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
 }

@@ -254,21 +254,11 @@ async fn an_agents_model_overrides_the_default_and_upstream_failures_are_502_or_
 async fn model_answers_stream_through_as_they_arrive() {
     let (app, _) = app_with_model().await;
     let t = app.tenant("Acme").await;
-    let send = |id: String| {
-        app.client
-            .post(app.url(&format!("/api/v1/Agent/{id}/response")))
-            .header("X-Api-Key", &t.write)
-            .header("X-Org-Id", t.org_id.to_string())
-            .header("Accept", "text/event-stream")
-            .json(&json!({"message": "stream"}))
-            .send()
-    };
-    let body = send(agent(&app, &t, None).await)
+    let echo = agent(&app, &t, None).await;
+    let body = app
+        .stream_response(&t, &echo, json!({"message": "stream"}))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     let deltas: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with("event: delta"))
@@ -277,12 +267,11 @@ async fn model_answers_stream_through_as_they_arrive() {
     assert!(body.contains("event: done"));
     assert!(body.contains("Echo: "));
 
-    let body = send(agent(&app, &t, Some("stall-model")).await)
+    let stalled = agent(&app, &t, Some("stall-model")).await;
+    let body = app
+        .stream_response(&t, &stalled, json!({"message": "stream"}))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     assert!(body.contains("event: error"), "{body}");
     assert!(body.contains("provider_timeout"), "{body}");
 }
@@ -334,32 +323,18 @@ async fn the_model_gets_the_newest_earlier_messages_that_fit_the_history_budget(
     let a3 = third["response"].as_str().unwrap().to_owned();
 
     // A realtime socket continuing the conversation sends the same budget's worth.
+    let continuing = json!({"conversationId": conversation});
     let session = app
-        .post(
-            &format!("/api/v1/Agent/{id}/realtime-session"),
-            &t.write,
-            t.org_id,
-            json!({"conversationId": conversation}),
-        )
-        .await
-        .ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
-        .await
-        .unwrap();
+        .realtime_session(&id, &t.write, t.org_id, continuing)
+        .await;
+    let mut ws = open_socket(&session).await;
     let (_, done) = crate::helpers::say(&mut ws, "y").await;
     assert_eq!(done["type"], "done", "{done}");
     assert_eq!(sent(&seen, 3), ["Be brief.", "x", &a3, "y"]);
 
     // The whole conversation is still kept.
-    let c = app
-        .get(
-            &format!("/api/v1/Conversation/{}", conversation.as_str().unwrap()),
-            &t.read,
-            t.org_id,
-        )
-        .await
-        .ok(200);
-    assert_eq!(c["messages"].as_array().unwrap().len(), 8);
+    let messages = app.conversation_messages(&t, &conversation).await;
+    assert_eq!(messages.len(), 8);
 }
 
 #[tokio::test]
@@ -374,18 +349,9 @@ async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
 
     let started = std::time::Instant::now();
     let body = app
-        .client
-        .post(app.url(&format!("/api/v1/Agent/{id}/response")))
-        .header("X-Api-Key", &t.write)
-        .header("X-Org-Id", t.org_id.to_string())
-        .header("Accept", "text/event-stream")
-        .json(&json!({"message": "take your time"}))
-        .send()
+        .stream_response(&t, &id, json!({"message": "take your time"}))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "{took:?}: {body}");
     assert!(took >= Duration::from_millis(900), "{took:?}: {body}");
@@ -407,17 +373,9 @@ async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
 
     // The same over a realtime socket, which stays open.
     let session = app
-        .post(
-            &format!("/api/v1/Agent/{id}/realtime-session"),
-            &t.write,
-            t.org_id,
-            json!({}),
-        )
-        .await
-        .ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
-        .await
-        .unwrap();
+        .realtime_session(&id, &t.write, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&session).await;
     let started = std::time::Instant::now();
     let (deltas, end) = crate::helpers::say(&mut ws, "take your time").await;
     let took = started.elapsed();

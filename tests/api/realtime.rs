@@ -8,11 +8,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::helpers::*;
 
-async fn session(app: &TestApp, t: &Tenant, agent: &str, body: Value) -> Value {
-    let path = format!("/api/v1/Agent/{agent}/realtime-session");
-    app.post(&path, &t.write, t.org_id, body).await.ok(201)
-}
-
 async fn bot(app: &TestApp, t: &Tenant) -> String {
     let a = app
         .post(
@@ -38,7 +33,9 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
     let app = spawn_app().await;
     let t = app.tenant("Acme").await;
     let agent = bot(&app, &t).await;
-    let s = session(&app, &t, &agent, json!({})).await;
+    let s = app
+        .realtime_session(&agent, &t.write, t.org_id, json!({}))
+        .await;
     let secret = s["clientSecret"].as_str().unwrap();
     assert!(secret.starts_with("rts_") && !secret.contains(&t.write));
     assert_eq!(
@@ -51,9 +48,7 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
     );
     assert!(s["expiresAt"].is_string());
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+    let mut ws = open_socket(&s).await;
     let (first, done) = say(&mut ws, "Hello there").await;
     assert_eq!(done["type"], "done", "{done}");
     assert!(first.contains("offline responder") && first.contains("Hello there"));
@@ -70,20 +65,8 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
     ws.close(None).await.unwrap();
 
     // The transcript is kept in the conversation.
-    let c = app
-        .get(
-            &format!(
-                "/api/v1/Conversation/{}",
-                s["conversationId"].as_str().unwrap()
-            ),
-            &t.read,
-            t.org_id,
-        )
-        .await;
-    let c = c.ok(200);
-    let contents: Vec<&str> = c["messages"]
-        .as_array()
-        .unwrap()
+    let messages = app.conversation_messages(&t, &s["conversationId"]).await;
+    let contents: Vec<&str> = messages
         .iter()
         .map(|m| m["content"].as_str().unwrap())
         .collect();
@@ -91,7 +74,7 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
         contents,
         ["Hello there", first.as_str(), "Again", second.as_str()]
     );
-    assert_eq!(c["messages"][3]["id"], done2["messageId"]);
+    assert_eq!(messages[3]["id"], done2["messageId"]);
 
     // The secret works once.
     assert_eq!(
@@ -109,7 +92,9 @@ async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expi
     .await;
     let t = app.tenant("Acme").await;
     let agent = bot(&app, &t).await;
-    let s = session(&app, &t, &agent, json!({})).await;
+    let s = app
+        .realtime_session(&agent, &t.write, t.org_id, json!({}))
+        .await;
     let wrong = format!(
         "{}?clientSecret=rts_wrong",
         s["websocketUrl"].as_str().unwrap()
@@ -123,12 +108,12 @@ async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expi
         refused_status(tokio_tungstenite::connect_async(bare).await),
         404
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+    let mut ws = open_socket(&s).await;
     ws.close(None).await.unwrap();
 
-    let late = session(&app, &t, &agent, json!({})).await;
+    let late = app
+        .realtime_session(&agent, &t.write, t.org_id, json!({}))
+        .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         refused_status(tokio_tungstenite::connect_async(socket_url(&late)).await),
@@ -151,17 +136,16 @@ async fn sessions_continue_conversations_and_stay_in_their_organization() {
         )
         .await
         .ok(200);
-    let s = session(
-        &app,
-        &t,
-        &agent,
-        json!({"conversationId": talk["conversationId"]}),
-    )
-    .await;
+    let s = app
+        .realtime_session(
+            &agent,
+            &t.write,
+            t.org_id,
+            json!({"conversationId": talk["conversationId"]}),
+        )
+        .await;
     assert_eq!(s["conversationId"], talk["conversationId"]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+    let mut ws = open_socket(&s).await;
     let (text, _) = say(&mut ws, "second").await;
     assert!(
         text.contains("Earlier messages in this conversation: 2"),
@@ -207,12 +191,9 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
         .await
         .ok(201);
     let key = created["key"].as_str().unwrap();
-    let path = format!("/api/v1/Agent/{agent}/realtime-session");
-    let open = app.post(&path, key, t.org_id, json!({})).await.ok(201);
-    let unused = app.post(&path, key, t.org_id, json!({})).await.ok(201);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&open))
-        .await
-        .unwrap();
+    let open = app.realtime_session(&agent, key, t.org_id, json!({})).await;
+    let unused = app.realtime_session(&agent, key, t.org_id, json!({})).await;
+    let mut ws = open_socket(&open).await;
     let (_, done) = say(&mut ws, "Hello").await;
     assert_eq!(done["type"], "done", "{done}");
 
@@ -241,18 +222,8 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
         401
     );
     // Only the first message reached the conversation.
-    let c = app
-        .get(
-            &format!(
-                "/api/v1/Conversation/{}",
-                open["conversationId"].as_str().unwrap()
-            ),
-            &t.read,
-            t.org_id,
-        )
-        .await
-        .ok(200);
-    assert_eq!(c["messages"].as_array().unwrap().len(), 2);
+    let messages = app.conversation_messages(&t, &open["conversationId"]).await;
+    assert_eq!(messages.len(), 2);
 }
 
 /// A key of `rate_limit` requests a minute, with write scope, and a realtime session it made:
@@ -266,8 +237,7 @@ async fn limited_session(
     let mut s = spec("voice-backend", Scope::Write);
     s.rate_limit = Some(rate_limit);
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
-    let path = format!("/api/v1/Agent/{agent}/realtime-session");
-    let session = app.post(&path, &key, t.org_id, json!({})).await.ok(201);
+    let session = app.realtime_session(agent, &key, t.org_id, json!({})).await;
     (key, session)
 }
 
@@ -288,9 +258,7 @@ async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
     let t = app.tenant("Acme").await;
     let agent = bot(&app, &t).await;
     let (key, s) = limited_session(&app, &t, &agent, 3).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+    let mut ws = open_socket(&s).await;
     // The session's creation was the first of the key's three; two messages take the rest.
     for n in 1..=2 {
         let (_, done) = say(&mut ws, &format!("message {n}")).await;
@@ -306,18 +274,8 @@ async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
     let r = app.get("/api/v1/Me", &key, t.org_id).await;
     r.problem(429, "rate_limited");
     // Refused messages are not stored.
-    let c = app
-        .get(
-            &format!(
-                "/api/v1/Conversation/{}",
-                s["conversationId"].as_str().unwrap()
-            ),
-            &t.read,
-            t.org_id,
-        )
-        .await
-        .ok(200);
-    assert_eq!(c["messages"].as_array().unwrap().len(), 4);
+    let messages = app.conversation_messages(&t, &s["conversationId"]).await;
+    assert_eq!(messages.len(), 4);
 }
 
 #[tokio::test]
@@ -327,9 +285,7 @@ async fn after_retry_after_the_same_socket_is_answered_again() {
     let agent = bot(&app, &t).await;
     // 60 a minute: a burst of 60, then one a second.
     let (key, s) = limited_session(&app, &t, &agent, 60).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&s))
-        .await
-        .unwrap();
+    let mut ws = open_socket(&s).await;
     // The key's HTTP requests spend what the socket may send.
     for _ in 0..59 {
         app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
