@@ -100,9 +100,9 @@ async fn a_json_body_declared_too_large_is_refused_before_100_continue() {
     assert!(answer.contains("payload_too_large"), "{answer}");
 }
 
-#[tokio::test]
-async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_headers() {
-    let app = spawn_app().await;
+/// A realtime session asked for with a forged `Host` and forwarding headers: the URL it
+/// hands out.
+async fn websocket_url_asked_as(app: &TestApp, host: &str) -> (String, String) {
     let t = app.tenant("Acme").await;
     let agent = app
         .created(&t, "/api/v1/Agent", serde_json::json!({"name": "a"}))
@@ -116,22 +116,24 @@ async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_he
         .post(app.url(&path))
         .header("X-Api-Key", &t.write)
         .header("X-Org-Id", t.org_id.to_string())
-        .header("Host", "evil.example")
+        .header("Host", host)
         .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Host", host)
         .send()
         .await
         .unwrap();
     let session = Reply::from(r).await.ok(201);
-    let url = session["websocketUrl"].as_str().unwrap();
-    assert_eq!(
-        url,
-        format!(
-            "ws://{}/realtime/{}",
-            app.addr,
-            session["sessionId"].as_str().unwrap()
-        )
-    );
+    (
+        session["websocketUrl"].as_str().unwrap().to_owned(),
+        session["sessionId"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_headers() {
+    let app = spawn_app().await;
+    let (url, id) = websocket_url_asked_as(&app, "evil.example").await;
+    assert_eq!(url, format!("ws://{}/realtime/{id}", app.addr));
 
     // With --public-url, that is the address handed out, whatever the request says.
     let app = spawn_app_with(Settings {
@@ -139,28 +141,8 @@ async fn absolute_urls_come_from_the_public_url_never_from_host_or_forwarding_he
         ..Settings::default()
     })
     .await;
-    let t = app.tenant("Acme").await;
-    let agent = app
-        .created(&t, "/api/v1/Agent", serde_json::json!({"name": "a"}))
-        .await;
-    let path = format!(
-        "/api/v1/Agent/{}/realtime-session",
-        agent["id"].as_str().unwrap()
-    );
-    let r = app
-        .client
-        .post(app.url(&path))
-        .header("X-Api-Key", &t.write)
-        .header("X-Org-Id", t.org_id.to_string())
-        .header("Host", "evil.example")
-        .send()
-        .await
-        .unwrap();
-    let session = Reply::from(r).await.ok(201);
-    assert!(session["websocketUrl"]
-        .as_str()
-        .unwrap()
-        .starts_with("wss://api.example.com/realtime/"));
+    let (url, id) = websocket_url_asked_as(&app, "evil.example").await;
+    assert_eq!(url, format!("wss://api.example.com/realtime/{id}"));
 }
 
 #[tokio::test]

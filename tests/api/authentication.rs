@@ -600,15 +600,7 @@ async fn health_readiness_and_metrics_answer_without_a_key() {
     app.get("/api/v1/Me", "sai_live_nope", t.org_id)
         .await
         .problem(401, "invalid_api_key");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("siesta_http_requests_total{route=\"/api/v1/Me\",status=\"200\"} 1"),
         "{metrics}"

@@ -81,15 +81,21 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         .is_ok()
 }
 
-#[tokio::test]
-async fn connections_that_never_deliver_a_request_head_are_closed_within_the_header_timeout() {
-    let timeout = Duration::from_secs(1);
+/// A server with this header-read timeout, and a tenant.
+async fn app_with_header_timeout(timeout: Duration) -> (TestApp, Tenant) {
     let app = spawn_app_with(Settings {
         header_read_timeout: timeout,
         ..Settings::default()
     })
     .await;
     let t = app.tenant("Acme").await;
+    (app, t)
+}
+
+#[tokio::test]
+async fn connections_that_never_deliver_a_request_head_are_closed_within_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let (app, t) = app_with_header_timeout(timeout).await;
     let mut half_headers = PREFACE.to_vec();
     half_headers.extend(frame(SETTINGS, 0, 0, &[]));
     // HEADERS without END_HEADERS: the head is never complete.
@@ -179,15 +185,7 @@ async fn beyond_max_connections_a_connection_is_answered_503_and_closed() {
     })
     .await;
     assert!(back.is_some(), "connections are accepted again");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("siesta_connections_refused_total 1"),
         "{metrics}"
@@ -243,7 +241,7 @@ async fn an_http2_connection_is_pinged_and_closed_when_the_ping_goes_unanswered(
 /// A realtime session for a new agent of the tenant, created over connections that are
 /// closed again at once (so none holds a place under the connection cap for long). Each
 /// request is retried until its connection is let in.
-async fn realtime_session(app: &TestApp, t: &Tenant) -> serde_json::Value {
+async fn session_over_brief_connections(app: &TestApp, t: &Tenant) -> serde_json::Value {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -300,7 +298,7 @@ async fn an_open_realtime_socket_keeps_its_place_under_the_connection_cap() {
     })
     .await;
     let t = app.tenant("Acme").await;
-    let session = realtime_session(&app, &t).await;
+    let session = session_over_brief_connections(&app, &t).await;
     let mut opened = None;
     for _ in 0..100 {
         // Until the connection that created the session is gone, the cap is reached.
@@ -326,13 +324,8 @@ async fn an_open_realtime_socket_keeps_its_place_under_the_connection_cap() {
 #[tokio::test]
 async fn connections_in_use_outlive_the_header_timeout() {
     let timeout = Duration::from_secs(1);
-    let app = spawn_app_with(Settings {
-        header_read_timeout: timeout,
-        ..Settings::default()
-    })
-    .await;
-    let t = app.tenant("Acme").await;
-    let session = realtime_session(&app, &t).await;
+    let (app, t) = app_with_header_timeout(timeout).await;
+    let session = session_over_brief_connections(&app, &t).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(socket_url(&session))
         .await
         .unwrap();

@@ -288,6 +288,18 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The server's metrics, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics as text")
+    }
+
     /// Repeats `GET /api/v1/Me` until it answers `status`; how long that took, if it did.
     pub async fn me_answers(
         &self,

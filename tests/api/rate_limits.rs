@@ -32,15 +32,7 @@ async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
         .unwrap()
         .starts_with("\"api-key\";r=0;t="));
     // Refusals are not audited (each would be a write); the metric counts them.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()
@@ -98,15 +90,7 @@ async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verif
     let t = app.tenant("Acme").await;
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200); // now held as verified
     let lookups = || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         let line = text
             .lines()
             .find(|l| l.starts_with("siesta_key_lookups_total"))
@@ -164,8 +148,8 @@ async fn failures(app: &TestApp, org: uuid::Uuid, client: &str, n: usize) -> u16
     last
 }
 
-#[tokio::test]
-async fn behind_a_trusted_proxy_each_client_address_has_its_own_failure_limit() {
+/// A server behind a trusted proxy on loopback, allowing 3 failures a minute, and a tenant.
+async fn behind_a_trusted_proxy_with_a_failure_limit_of_3() -> (TestApp, Tenant) {
     let app = spawn_app_with(Settings {
         auth_failure_limit: 3,
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
@@ -173,6 +157,12 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_failure_limit() 
     })
     .await;
     let t = app.tenant("Acme").await;
+    (app, t)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_has_its_own_failure_limit() {
+    let (app, t) = behind_a_trusted_proxy_with_a_failure_limit_of_3().await;
     assert_eq!(failures(&app, t.org_id, "203.0.113.7", 4).await, 429);
     // Another client behind the same proxy is not held back, and the address the client
     // wrote itself (on the left) is not believed.
@@ -193,13 +183,7 @@ async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
 
 #[tokio::test]
 async fn ipv6_clients_share_the_failure_limit_of_their_64_and_mapped_ipv4_is_ipv4() {
-    let app = spawn_app_with(Settings {
-        auth_failure_limit: 3,
-        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
-        ..Settings::default()
-    })
-    .await;
-    let t = app.tenant("Acme").await;
+    let (app, t) = behind_a_trusted_proxy_with_a_failure_limit_of_3().await;
     // Four addresses of one /64, one failure each: the fourth is over the limit.
     for (i, client) in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:3"]
         .iter()

@@ -306,3 +306,35 @@ async fn after_retry_after_the_same_socket_is_answered_again() {
     assert_eq!(done["type"], "done", "{done}");
     assert!(text.contains("Hello again"), "{text}");
 }
+
+#[tokio::test]
+async fn every_frame_spends_the_limit_and_a_message_is_checked_like_an_http_one() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let (key, s) = limited_session(&app, &t, &agent, 4).await;
+    let mut ws = open_socket(&s).await;
+    // A message with a bidirectional control is refused, as it is over HTTP.
+    let (deltas, refused) = say(&mut ws, "pay \u{202E}001$").await;
+    assert_eq!(deltas, "");
+    assert_eq!(refused["code"], "validation_error", "{refused}");
+    // A binary frame is no message, but spends the key's limit all the same.
+    ws.send(Message::Binary(vec![0u8; 16].into()))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(v["code"], "validation_error", "{v}");
+    // Creation, the refused message and the binary frame: one of four is left.
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    let (_, over) = say(&mut ws, "Hello again").await;
+    rate_limited(&over);
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(429, "rate_limited");
+}
