@@ -398,3 +398,26 @@ async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
     let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
     assert_eq!(v["code"], "validation_error", "{v}");
 }
+
+#[tokio::test]
+async fn a_long_streamed_answer_outlives_the_header_read_timeout() {
+    let (app, _) = app_with_model_and(Settings {
+        header_read_timeout: Duration::from_secs(1),
+        stream_timeout: Duration::from_millis(2500),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = agent(&app, &t, Some("drip-model")).await;
+    let started = std::time::Instant::now();
+    let body = app
+        .stream_response(&t, &id, json!({"message": "take your time"}))
+        .await
+        .text();
+    // The connection delivered its head long ago: pieces keep coming until the stream's
+    // own deadline, well past the header-read timeout.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{body}");
+    let pieces = body.lines().filter(|l| *l == "event: delta").count();
+    assert!(pieces >= 6, "{pieces} pieces: {body}");
+    assert!(body.contains("provider_timeout"), "{body}");
+}
