@@ -139,3 +139,42 @@ pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_partial_uploads_older_than_the_age_are_removed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(dir.path()).unwrap();
+        let (old, recent, kept) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for path in [
+            files.partial_path(old),
+            files.partial_path(recent),
+            files.path(kept),
+        ] {
+            std::fs::write(path, b"bytes").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        for path in [files.partial_path(old), files.path(kept)] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let removed = files.remove_abandoned_parts(ABANDONED_AFTER).await.unwrap();
+        assert_eq!(removed, 1);
+        assert!(!files.partial_path(old).exists());
+        assert!(
+            files.partial_path(recent).exists(),
+            "too young to be abandoned"
+        );
+        assert!(
+            files.path(kept).exists(),
+            "a complete file is expiry's business"
+        );
+    }
+}

@@ -759,6 +759,9 @@ mod tests {
             KEY.to_uppercase()
         ))));
         assert!(!has_credentials(&uri("/api/v1/Agent?Search=sai&Limit=5")));
+        // Only the two prefixes make a key's shape; words that end like one do not.
+        assert!(!has_credentials(&uri("/api/v1/Agent?Search=go_live_today")));
+        assert!(!has_credentials(&uri("/api/v1/Agent?Search=unit_test_run")));
     }
 
     #[test]

@@ -265,6 +265,15 @@ async fn a_json_member_given_twice_is_refused_by_name_at_any_depth() {
     )
     .await;
     assert!(r.problem(400, "validation_error")["errors"]["x"].is_array());
+    let r = post_raw(
+        &app,
+        &t,
+        "/api/v1/Agent",
+        json,
+        r#"{"name":"a","extra":[1,{"y":1,"y":2}]}"#,
+    )
+    .await;
+    assert!(r.problem(400, "validation_error")["errors"]["y"].is_array());
 }
 
 #[tokio::test]
@@ -387,4 +396,53 @@ async fn bidirectional_controls_are_refused_in_names_and_text() {
             .await
             .problem(400, "validation_error");
     }
+}
+
+#[tokio::test]
+async fn a_json_body_of_exactly_1_mib_is_read_and_one_byte_more_is_413_however_it_is_sent() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let body_of = |len: usize| {
+        let head = r#"{"name":"a","description":""#;
+        let tail = r#""}"#;
+        format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
+    };
+    let mib = 1024 * 1024;
+    // Read, and refused for what it says (a description over its length), not its size.
+    let r = post_raw(
+        &app,
+        &t,
+        "/api/v1/Agent",
+        Some("application/json"),
+        &body_of(mib),
+    )
+    .await;
+    assert!(r.problem(400, "validation_error")["errors"]["description"].is_array());
+    let r = post_raw(
+        &app,
+        &t,
+        "/api/v1/Agent",
+        Some("application/json"),
+        &body_of(mib + 1),
+    )
+    .await;
+    r.problem(413, "payload_too_large");
+    // Without a Content-Length (chunked), the limit holds all the same.
+    let chunks: Vec<Result<String, std::io::Error>> = vec![
+        Ok(body_of(mib + 1)[..mib].to_owned()),
+        Ok("x\"}".to_owned()),
+    ];
+    let r = app
+        .client
+        .post(app.url("/api/v1/Agent"))
+        .header("X-Api-Key", &t.admin)
+        .header("X-Org-Id", t.org_id.to_string())
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    Reply::from(r).await.problem(413, "payload_too_large");
 }
