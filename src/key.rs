@@ -250,6 +250,13 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_key_shows_itself_redacted_in_debug_and_display() {
+        let key = ApiKey::generate(Environment::Live);
+        assert_eq!(format!("{key:?}"), "ApiKey([REDACTED])");
+        assert_eq!(format!("{key}"), "[REDACTED]");
+    }
+
+    #[test]
     fn generated_keys_have_the_documented_shape_and_parse_back() {
         for env in [Environment::Live, Environment::Test] {
             let key = ApiKey::generate(env);

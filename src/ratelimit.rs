@@ -207,6 +207,41 @@ mod tests {
 
     const MIN: u64 = 60_000_000_000;
 
+    #[tokio::test]
+    async fn pruning_forgets_buckets_that_are_full_again_and_keeps_the_others() {
+        let limiter = InMemoryRateLimiter::default();
+        let idle = Bucket::Key(Uuid::now_v7());
+        let busy = Bucket::Key(Uuid::now_v7());
+        // 60,000 a minute refills in a millisecond; 1 a minute takes a minute.
+        limiter.check(idle, Quota::per_minute(60_000)).await;
+        limiter.check(busy, Quota::per_minute(1)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        limiter.prune();
+        assert!(
+            !limiter.buckets.contains_key(&idle),
+            "a full bucket takes no memory"
+        );
+        assert!(
+            limiter.buckets.contains_key(&busy),
+            "a spent bucket is remembered"
+        );
+        assert!(limiter.peek(busy, Quota::per_minute(1)).await.is_some());
+    }
+
+    #[test]
+    fn buckets_are_named_by_key_id_or_address_never_a_secret() {
+        let id = Uuid::now_v7();
+        assert_eq!(Bucket::Key(id).to_string(), format!("key:{id}"));
+        assert_eq!(
+            Bucket::address("2001:db8::7".parse().unwrap()).to_string(),
+            "address:2001:db8::"
+        );
+        assert_eq!(
+            Bucket::address("192.0.2.7".parse().unwrap()).to_string(),
+            "address:192.0.2.7"
+        );
+    }
+
     #[test]
     fn ipv6_addresses_share_their_64_and_mapped_ipv4_is_ipv4() {
         let a = |s: &str| Bucket::address(s.parse().unwrap());
