@@ -300,6 +300,14 @@ impl TestApp {
             .expect("metrics as text")
     }
 
+    /// How many times the server has looked a key up in the database (a cache miss).
+    pub async fn key_lookups(&self) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("siesta_key_lookups_total "))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    }
+
     /// Repeats `GET /api/v1/Me` until it answers `status`; how long that took, if it did.
     pub async fn me_answers(
         &self,
