@@ -20,9 +20,15 @@ async fn bot(app: &TestApp, t: &Tenant) -> String {
     a.ok(201)["id"].as_str().unwrap().to_owned()
 }
 
-fn refused_status(r: Result<impl Sized, tungstenite::Error>) -> u16 {
+/// A refused socket's status and the `code` of its problem body.
+fn refused_with(r: Result<impl Sized, tungstenite::Error>) -> (u16, String) {
     match r {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(tungstenite::Error::Http(response)) => {
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or(b""))
+                .expect("a problem document");
+            let code = body["code"].as_str().unwrap_or("").to_owned();
+            (response.status().as_u16(), code)
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("the connection was accepted"),
     }
@@ -78,8 +84,8 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
 
     // The secret works once.
     assert_eq!(
-        refused_status(tokio_tungstenite::connect_async(socket_url(&s)).await),
-        401
+        refused_with(tokio_tungstenite::connect_async(socket_url(&s)).await),
+        (401, "expired_api_key".into())
     );
 }
 
@@ -100,13 +106,13 @@ async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expi
         s["websocketUrl"].as_str().unwrap()
     );
     assert_eq!(
-        refused_status(tokio_tungstenite::connect_async(wrong).await),
-        404
+        refused_with(tokio_tungstenite::connect_async(wrong).await),
+        (404, "not_found".into())
     );
     let bare = s["websocketUrl"].as_str().unwrap().to_owned();
     assert_eq!(
-        refused_status(tokio_tungstenite::connect_async(bare).await),
-        404
+        refused_with(tokio_tungstenite::connect_async(bare).await),
+        (404, "not_found".into())
     );
     let mut ws = open_socket(&s).await;
     ws.close(None).await.unwrap();
@@ -116,8 +122,8 @@ async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expi
         .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
-        refused_status(tokio_tungstenite::connect_async(socket_url(&late)).await),
-        401
+        refused_with(tokio_tungstenite::connect_async(socket_url(&late)).await),
+        (401, "expired_api_key".into())
     );
 }
 
@@ -218,8 +224,8 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
     );
     // A session made before the delete cannot be opened after it.
     assert_eq!(
-        refused_status(tokio_tungstenite::connect_async(socket_url(&unused)).await),
-        401
+        refused_with(tokio_tungstenite::connect_async(socket_url(&unused)).await),
+        (401, "expired_api_key".into())
     );
     // Only the first message reached the conversation.
     let messages = app.conversation_messages(&t, &open["conversationId"]).await;
