@@ -571,11 +571,35 @@ async fn preflight_needs_no_key_and_only_listed_origins_are_allowed() {
             .send()
     };
     let allowed = preflight("https://app.example").await.unwrap();
-    assert!(allowed.status().is_success());
-    assert_eq!(
-        allowed.headers()["access-control-allow-origin"],
-        "https://app.example"
-    );
+    assert_eq!(allowed.status(), 200);
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.split(',').any(|m| m == "POST"), "{methods}");
+    let headers = h["access-control-allow-headers"].to_str().unwrap();
+    for needed in ["x-api-key", "x-org-id", "content-type"] {
+        assert!(headers.split(',').any(|x| x == needed), "{headers}");
+    }
+    // A page may read the request id and the rate-limit headers of its answers.
+    let exposed = app
+        .client
+        .get(app.url("/readyz"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    let exposed = exposed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "x-request-id",
+        "ratelimit",
+        "ratelimit-policy",
+        "retry-after",
+    ] {
+        assert!(exposed.split(',').any(|x| x == name), "{exposed}");
+    }
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(!refused
         .headers()
@@ -597,6 +621,8 @@ async fn health_readiness_and_metrics_answer_without_a_key() {
     );
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready", "database": "ok"}));
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
     app.get("/api/v1/Me", "sai_live_nope", t.org_id)
         .await
