@@ -509,12 +509,7 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
             format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes (1 MiB)."),
         )
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_JSON_BYTES as u64) {
+    if declared_length(request.headers()).is_some_and(|n| n > MAX_JSON_BYTES as u64) {
         return Err(too_large());
     }
     let is_json = is_json_type(request.headers().get(header::CONTENT_TYPE));
@@ -531,6 +526,15 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
         return Err(ApiError::new(Code::UnsupportedMediaType));
     }
     Ok(bytes)
+}
+
+/// The body's length as its `Content-Length` declares it, so a body over a limit can be
+/// refused before it is read (and before hyper sends `100 Continue`).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// `application/json` in any letter case, whatever its parameters; nothing else, not even
@@ -665,12 +669,13 @@ fn duplicate_member(bytes: &[u8]) -> Option<String> {
 /// as it was first sent.
 pub fn duplicate_param(query: Option<&str>) -> Option<String> {
     let query = query?;
-    let mut seen: Vec<String> = Vec::new();
+    // Names borrow from the query unless they were percent-encoded.
+    let mut seen: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
         if let Some(first) = seen.iter().find(|s| s.eq_ignore_ascii_case(&name)) {
             return Some(field_label(first));
         }
-        seen.push(name.into_owned());
+        seen.push(name);
     }
     None
 }

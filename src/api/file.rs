@@ -83,10 +83,7 @@ async fn upload(
 ) -> Result<Response> {
     let max = state.settings.max_file_bytes;
     // Refused before the body is read, so before hyper sends `100 Continue`.
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::http::declared_length(&headers);
     if declared.is_some_and(|n| n > max.saturating_add(MULTIPART_ROOM)) {
         return Err(too_large(max));
     }

@@ -260,6 +260,27 @@ mod tests {
     use super::redacted_url;
 
     #[test]
+    fn a_public_url_is_a_scheme_and_an_authority() {
+        use super::parse_public_url as p;
+        assert_eq!(
+            p("https://api.example.com/").unwrap(),
+            "https://api.example.com"
+        );
+        assert_eq!(p(" http://10.0.0.5:8080 ").unwrap(), "http://10.0.0.5:8080");
+        assert_eq!(p("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        for bad in [
+            "api.example.com",
+            "ftp://api.example.com",
+            "https://",
+            "https://api.example.com/siesta",
+            "https://user:pw@api.example.com",
+            "https://api.example.com?x=1",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn urls_are_logged_without_credentials() {
         assert_eq!(
             redacted_url("postgres://u:secret@db:5432/siesta"),

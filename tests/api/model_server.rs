@@ -337,22 +337,30 @@ async fn the_model_gets_the_newest_earlier_messages_that_fit_the_history_budget(
     assert_eq!(messages.len(), 8);
 }
 
-#[tokio::test]
-async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
-    let (app, _) = app_with_model_and(Settings {
-        stream_timeout: Duration::from_secs(1),
-        ..Settings::default()
-    })
-    .await;
+/// A server with these settings whose agent's model sends a piece every 300 ms for 10 s,
+/// asked for a streamed answer: the server, tenant, agent, the SSE text, and how long it took.
+async fn streamed_from_a_dripping_model(
+    settings: Settings,
+) -> (TestApp, Tenant, String, String, Duration) {
+    let (app, _) = app_with_model_and(settings).await;
     let t = app.tenant("Acme").await;
     let id = agent(&app, &t, Some("drip-model")).await;
-
     let started = std::time::Instant::now();
     let body = app
         .stream_response(&t, &id, json!({"message": "take your time"}))
         .await
         .text();
     let took = started.elapsed();
+    (app, t, id, body, took)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
+    let (app, t, id, body, took) = streamed_from_a_dripping_model(Settings {
+        stream_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    })
+    .await;
     assert!(took < Duration::from_secs(3), "{took:?}: {body}");
     assert!(took >= Duration::from_millis(900), "{took:?}: {body}");
     let events: Vec<&str> = body
@@ -401,22 +409,15 @@ async fn a_streamed_answer_ends_with_provider_timeout_at_the_stream_timeout() {
 
 #[tokio::test]
 async fn a_long_streamed_answer_outlives_the_header_read_timeout() {
-    let (app, _) = app_with_model_and(Settings {
+    let (_, _, _, body, took) = streamed_from_a_dripping_model(Settings {
         header_read_timeout: Duration::from_secs(1),
         stream_timeout: Duration::from_millis(2500),
         ..Settings::default()
     })
     .await;
-    let t = app.tenant("Acme").await;
-    let id = agent(&app, &t, Some("drip-model")).await;
-    let started = std::time::Instant::now();
-    let body = app
-        .stream_response(&t, &id, json!({"message": "take your time"}))
-        .await
-        .text();
     // The connection delivered its head long ago: pieces keep coming until the stream's
     // own deadline, well past the header-read timeout.
-    assert!(started.elapsed() >= Duration::from_secs(2), "{body}");
+    assert!(took >= Duration::from_secs(2), "{body}");
     let pieces = body.lines().filter(|l| *l == "event: delta").count();
     assert!(pieces >= 6, "{pieces} pieces: {body}");
     assert!(body.contains("provider_timeout"), "{body}");

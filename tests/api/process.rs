@@ -665,3 +665,84 @@ async fn with_256_open_files_300_silent_sockets_neither_hang_the_api_nor_stop_th
     let (status, _) = terminate(r).await;
     assert!(status.success(), "the server never died of it");
 }
+
+#[tokio::test]
+async fn serve_takes_the_hardening_flags_and_hands_out_the_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::fresh(dir.path()).await;
+    let flags = [
+        "--public-url",
+        "https://api.example.com/",
+        "--max-connections",
+        "50",
+        "--header-read-timeout",
+        "5s",
+        "--stream-timeout",
+        "1m",
+        "--history-chars",
+        "1000",
+        "--max-conversation-messages",
+        "4",
+    ];
+    let r = start_with(Site::of(&dir, &db), "info", &flags, None).await;
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    // The first-start curl, like every absolute URL, starts with the public URL.
+    let curl = r
+        .stdout
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap();
+    assert!(
+        curl.ends_with(" https://api.example.com/api/v1/Me"),
+        "{curl}"
+    );
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        http.post(format!("{}{path}", r.base))
+            .header("X-Api-Key", &key)
+            .header("X-Org-Id", &org)
+            .json(&body)
+            .send()
+    };
+    let agent: Value = post("/api/v1/Agent".into(), json!({"name": "bot"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let session: Value = post(format!("/api/v1/Agent/{agent}/realtime-session"), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = session["websocketUrl"].as_str().unwrap();
+    assert!(url.starts_with("wss://api.example.com/realtime/"), "{url}");
+    // A conversation of at most 4 messages: two exchanges, then 409.
+    let ask = format!("/api/v1/Agent/{agent}/response");
+    let first: Value = post(ask.clone(), json!({"message": "one"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let more = json!({"message": "again", "conversationId": first["conversationId"]});
+    assert_eq!(post(ask.clone(), more.clone()).await.unwrap().status(), 200);
+    let full = post(ask, more).await.unwrap();
+    assert_eq!(full.status(), 409);
+    let problem: Value = full.json().await.unwrap();
+    assert_eq!(problem["code"], "conflict");
+    let (status, _) = terminate(r).await;
+    assert!(status.success());
+
+    // A public URL with a path is refused at start, with the flag named.
+    let (ok, _, stderr) = cli(
+        Site::of(&dir, &db),
+        &["serve", "--public-url", "https://api.example.com/siesta"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("--public-url"), "{stderr}");
+}

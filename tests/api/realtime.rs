@@ -232,19 +232,37 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
     assert_eq!(messages.len(), 2);
 }
 
-/// A key of `rate_limit` requests a minute, with write scope, and a realtime session it made:
-/// making the session was the key's first request.
-async fn limited_session(
-    app: &TestApp,
-    t: &Tenant,
-    agent: &str,
-    rate_limit: u32,
-) -> (String, Value) {
+/// What a test of a rate-limited socket works with.
+struct LimitedSocket {
+    app: TestApp,
+    t: Tenant,
+    /// A key of the limit, with write scope.
+    key: String,
+    /// The session the key made (its first request).
+    session: Value,
+    ws: Socket,
+}
+
+/// A server, a tenant, and an open realtime socket whose key may make `rate_limit`
+/// requests a minute; making the session was the key's first.
+async fn limited_socket(rate_limit: u32) -> LimitedSocket {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
     let mut s = spec("voice-backend", Scope::Write);
     s.rate_limit = Some(rate_limit);
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
-    let session = app.realtime_session(agent, &key, t.org_id, json!({})).await;
-    (key, session)
+    let session = app
+        .realtime_session(&agent, &key, t.org_id, json!({}))
+        .await;
+    let ws = open_socket(&session).await;
+    LimitedSocket {
+        app,
+        t,
+        key,
+        session,
+        ws,
+    }
 }
 
 #[track_caller]
@@ -260,11 +278,13 @@ fn rate_limited(frame: &Value) -> u64 {
 
 #[tokio::test]
 async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
-    let app = spawn_app().await;
-    let t = app.tenant("Acme").await;
-    let agent = bot(&app, &t).await;
-    let (key, s) = limited_session(&app, &t, &agent, 3).await;
-    let mut ws = open_socket(&s).await;
+    let LimitedSocket {
+        app,
+        t,
+        key,
+        session: s,
+        mut ws,
+    } = limited_socket(3).await;
     // The session's creation was the first of the key's three; two messages take the rest.
     for n in 1..=2 {
         let (_, done) = say(&mut ws, &format!("message {n}")).await;
@@ -286,12 +306,14 @@ async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
 
 #[tokio::test]
 async fn after_retry_after_the_same_socket_is_answered_again() {
-    let app = spawn_app().await;
-    let t = app.tenant("Acme").await;
-    let agent = bot(&app, &t).await;
     // 60 a minute: a burst of 60, then one a second.
-    let (key, s) = limited_session(&app, &t, &agent, 60).await;
-    let mut ws = open_socket(&s).await;
+    let LimitedSocket {
+        app,
+        t,
+        key,
+        session: _,
+        mut ws,
+    } = limited_socket(60).await;
     // The key's HTTP requests spend what the socket may send.
     for _ in 0..59 {
         app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
@@ -315,11 +337,13 @@ async fn after_retry_after_the_same_socket_is_answered_again() {
 
 #[tokio::test]
 async fn every_frame_spends_the_limit_and_a_message_is_checked_like_an_http_one() {
-    let app = spawn_app().await;
-    let t = app.tenant("Acme").await;
-    let agent = bot(&app, &t).await;
-    let (key, s) = limited_session(&app, &t, &agent, 4).await;
-    let mut ws = open_socket(&s).await;
+    let LimitedSocket {
+        app,
+        t,
+        key,
+        session: _,
+        mut ws,
+    } = limited_socket(4).await;
     // A message with a bidirectional control is refused, as it is over HTTP.
     let (deltas, refused) = say(&mut ws, "pay \u{202E}001$").await;
     assert_eq!(deltas, "");
