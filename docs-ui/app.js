@@ -39,21 +39,29 @@ function resolve(doc, schema) {
   return schema || {};
 }
 
-// An example value for a schema, for request bodies and documentation.
-function example(doc, schema, depth) {
+// An example value for a schema, for request bodies and documentation. With `sendable`, an
+// object holds only its required members and those with an example of their own, so that
+// a Try request works as it is prefilled (an empty optional field would be refused).
+function example(doc, schema, depth, sendable) {
   schema = resolve(doc, schema);
   if (depth > 4) return null;
   if (schema.example !== undefined) return schema.example;
   if (schema.examples && schema.examples.length) return schema.examples[0];
-  if (schema.oneOf) return example(doc, schema.oneOf.find((s) => s.type !== "null") || schema.oneOf[0], depth + 1);
+  if (schema.oneOf) return example(doc, schema.oneOf.find((s) => s.type !== "null") || schema.oneOf[0], depth + 1, sendable);
   const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== "null") : schema.type;
   if (schema.enum) return schema.enum[0];
   if (type === "object" || schema.properties) {
     const out = {};
-    for (const [name, prop] of Object.entries(schema.properties || {})) out[name] = example(doc, prop, depth + 1);
+    const required = schema.required || [];
+    for (const [name, prop] of Object.entries(schema.properties || {})) {
+      const own = resolve(doc, prop);
+      const exampled = own.example !== undefined || (own.examples && own.examples.length);
+      if (sendable && !required.includes(name) && !exampled) continue;
+      out[name] = example(doc, prop, depth + 1, sendable);
+    }
     return out;
   }
-  if (type === "array") return [example(doc, schema.items, depth + 1)];
+  if (type === "array") return [example(doc, schema.items, depth + 1, sendable)];
   if (type === "integer" || type === "number") return 0;
   if (type === "boolean") return false;
   if (schema.format === "uuid") return "00000000-0000-0000-0000-000000000000";
@@ -82,14 +90,17 @@ function tryForm(doc, path, method, op) {
   const params = op.parameters || [];
   for (const p of params) {
     form.append(el("label", { for: `${op.operationId}-${p.name}`, text: `${p.name} (${p.in}${p.required ? ", required" : ""})` }));
-    form.append(el("input", { id: `${op.operationId}-${p.name}`, name: p.name, "data-in": p.in }));
+    const input = el("input", { id: `${op.operationId}-${p.name}`, name: p.name, "data-in": p.in });
+    // The browser says so by the field, instead of sending a request to a broken path.
+    if (p.required) input.required = true;
+    form.append(input);
   }
   let bodyArea = null;
   const content = op.requestBody && op.requestBody.content;
   if (content && content["application/json"]) {
     form.append(el("label", { for: `${op.operationId}-body`, text: "JSON body" }));
     bodyArea = el("textarea", { id: `${op.operationId}-body`, rows: "6" });
-    bodyArea.value = JSON.stringify(example(doc, content["application/json"].schema, 0), null, 2);
+    bodyArea.value = JSON.stringify(example(doc, content["application/json"].schema, 0, true), null, 2);
     form.append(bodyArea);
   }
   const curl = el("pre", { class: "curl" });
