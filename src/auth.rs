@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -38,10 +38,12 @@ pub struct VerifiedKey {
     pub owner_role: Option<Role>,
     /// The minute of the last use already sent to the database.
     last_used_minute: AtomicI64,
+    /// When it was read from the database, on the server's clock.
+    verified_at: Instant,
 }
 
 impl VerifiedKey {
-    pub fn new(grant: KeyGrant) -> Self {
+    pub fn new(grant: KeyGrant, verified_at: Instant) -> Self {
         let minute = grant.key.last_used_at.map_or(i64::MIN, Timestamp::minute);
         VerifiedKey {
             key: grant.key,
@@ -49,7 +51,13 @@ impl VerifiedKey {
             org_name: grant.org_name,
             owner_role: grant.owner_role,
             last_used_minute: AtomicI64::new(minute),
+            verified_at,
         }
+    }
+
+    /// Whether it was read from the database less than `lifetime` before `now`.
+    fn fresh(&self, now: Instant, lifetime: Duration) -> bool {
+        now.saturating_duration_since(self.verified_at) < lifetime
     }
 
     /// True the first time it is called in a minute: that use is the one to record.
@@ -135,15 +143,8 @@ impl KeyCache for InMemoryKeyCache {
 pub async fn watch_changes(state: AppState, every: Duration) {
     let mut seen = state.store.generation().await.ok();
     let mut tick = tokio::time::interval(every);
-    let mut emptied = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        // Whatever the announcements and the counter say, no key stays cached for longer
-        // than this.
-        if emptied.elapsed() >= state.settings.key_cache_ttl {
-            state.keys.invalidate_all();
-            emptied = tokio::time::Instant::now();
-        }
         match state.store.generation().await {
             Ok(g) if Some(g) != seen => {
                 if seen.is_some() {
@@ -359,7 +360,7 @@ pub async fn authenticate(
         state.metrics.rate_limited("key");
         return too_many("api-key", &decision).into_response();
     }
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     if caller.verified.first_use_this_minute(now) {
         state
             .recorder
@@ -411,7 +412,13 @@ async fn check(state: &AppState, headers: &HeaderMap, ip: IpAddr) -> Result<Call
         Some(Ok(key)) => Some(key.digest()),
         _ => None,
     };
-    let cached = digest.as_ref().and_then(|d| state.keys.get(d));
+    // Whatever the announcements and the counter say, no key is believed for longer than
+    // the cache lifetime without being read again.
+    let now = state.settings.clock.instant();
+    let cached = digest
+        .as_ref()
+        .and_then(|d| state.keys.get(d))
+        .filter(|k| k.fresh(now, state.settings.key_cache_ttl));
     let failures = Quota::per_minute(state.settings.auth_failure_limit);
     let known = cached.is_some()
         || digest
@@ -457,7 +464,7 @@ async fn verify(
         return Err(ApiError::new(Code::InvalidApiKey));
     }
     if let Some(end) = verified.key.ends_at() {
-        if Timestamp::now() >= end {
+        if state.settings.clock.now() >= end {
             return Err(ApiError::new(Code::ExpiredApiKey));
         }
     }
@@ -494,7 +501,7 @@ async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<Verifie
     state.metrics.key_lookup();
     let grant: StoreResult<Option<KeyGrant>> = state.store.find_grant(digest).await;
     let Some(grant) = grant? else { return Ok(None) };
-    let verified = Arc::new(VerifiedKey::new(grant));
+    let verified = Arc::new(VerifiedKey::new(grant, state.settings.clock.instant()));
     state.keys.insert(epoch, Arc::clone(&verified));
     Ok(Some(verified))
 }

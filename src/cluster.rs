@@ -273,10 +273,11 @@ pub struct SharedRateLimiter {
 }
 
 impl SharedRateLimiter {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    /// Redis keeps its own time, the same for every replica; `clock` serves the fallback.
+    pub fn new(cluster: Arc<Cluster>, clock: crate::clock::Clock) -> Self {
         SharedRateLimiter {
             cluster,
-            local: InMemoryRateLimiter::default(),
+            local: InMemoryRateLimiter::new(clock),
         }
     }
 }

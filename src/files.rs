@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
-use crate::clock::Timestamp;
+use crate::clock::Clock;
 use crate::store::Store;
 
 /// At most this much of a text file is given to a model.
@@ -108,7 +108,7 @@ pub fn is_text(content_type: &str, name: &str) -> bool {
 
 /// Removes expired files from disk, then from the database, and abandoned partial
 /// uploads, every `every`.
-pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration) {
+pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration, clock: Clock) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -118,7 +118,7 @@ pub async fn sweep(store: Arc<dyn Store>, files: FileStore, every: Duration) {
             Err(e) => tracing::warn!(error = %e, "could not look for abandoned uploads"),
         }
         loop {
-            let expired = match store.expired_files(Timestamp::now(), 500).await {
+            let expired = match store.expired_files(clock.now(), 500).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not look for expired files");

@@ -95,6 +95,11 @@ pub struct Settings {
     pub history_chars: usize,
     /// Messages a conversation may hold, both roles counted.
     pub max_conversation_messages: u32,
+    /// How long a realtime socket may go without a frame from its client before it is closed.
+    pub realtime_idle: Duration,
+    /// Where every time-dependent decision reads the time: the system clock, or one a test
+    /// moves.
+    pub clock: clock::Clock,
 }
 
 impl Default for Settings {
@@ -125,6 +130,8 @@ impl Default for Settings {
             stream_timeout: Duration::from_secs(300),
             history_chars: 100_000,
             max_conversation_messages: 1_000,
+            realtime_idle: Duration::from_secs(300),
+            clock: clock::Clock::system(),
         }
     }
 }
@@ -203,8 +210,11 @@ impl Server {
             None => None,
         };
         let limiter: Arc<dyn RateLimiter> = match &cluster {
-            Some(c) => Arc::new(SharedRateLimiter::new(Arc::clone(c))),
-            None => Arc::new(InMemoryRateLimiter::default()),
+            Some(c) => Arc::new(SharedRateLimiter::new(
+                Arc::clone(c),
+                settings.clock.clone(),
+            )),
+            None => Arc::new(InMemoryRateLimiter::new(settings.clock.clone())),
         };
         let (recorder, recorder_task) = Recorder::start(Arc::clone(&store), settings.record_flush);
         let state = AppState(Arc::new(Shared {
@@ -256,6 +266,7 @@ impl Server {
             Arc::clone(&state.store),
             state.files.clone(),
             state.settings.sweep_every,
+            state.settings.clock.clone(),
         ));
         let app =
             tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));

@@ -122,35 +122,36 @@ fn new_key(spec: &KeySpec, created_by: Uuid, now: Timestamp) -> (NewKey, ApiKey)
     (record, key)
 }
 
-/// Creates a key for `user` in `org_id`; the user must be a member.
+/// Creates a key for `user` in `org_id` at `now`; the user must be a member.
 pub async fn create(
     store: &dyn Store,
     org_id: Uuid,
     user_id: Uuid,
     spec: &KeySpec,
     actor: &Actor,
+    now: Timestamp,
 ) -> StoreResult<(KeyRecord, ApiKey)> {
     check_name(&spec.name).map_err(|message| StoreError::Invalid {
         field: "name",
         message,
     })?;
-    let (record, key) = new_key(spec, user_id, Timestamp::now());
+    let (record, key) = new_key(spec, user_id, now);
     let audit = actor.audit(org_id, "api_key.created", record.id, &record.name);
     let stored = store.create_key(org_id, &record, audit).await?;
     Ok((stored, key))
 }
 
 /// Issues a successor with the same name, scope, environment, owner and limit; the old key
-/// keeps working for `grace`.
+/// keeps working for `grace` from `now`.
 pub async fn rotate(
     store: &dyn Store,
     org_id: Uuid,
     key_id: Uuid,
     grace: Duration,
     actor: &Actor,
+    now: Timestamp,
 ) -> StoreResult<(KeyRecord, ApiKey)> {
     let old = store.get_key(org_id, key_id).await?;
-    let now = Timestamp::now();
     let spec = KeySpec {
         name: old.name.clone(),
         environment: old.environment,

@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use crate::clock::Clock;
+
 /// A limit of `per_minute` requests a minute with a burst of the same size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
@@ -107,23 +109,30 @@ pub trait RateLimiter: Send + Sync + 'static {
 
 /// One process's buckets, each a lock-free theoretical arrival time.
 pub struct InMemoryRateLimiter {
+    clock: Clock,
     origin: Instant,
     buckets: DashMap<Bucket, AtomicU64>,
 }
 
 impl Default for InMemoryRateLimiter {
     fn default() -> Self {
-        InMemoryRateLimiter {
-            origin: Instant::now(),
-            buckets: DashMap::new(),
-        }
+        Self::new(Clock::system())
     }
 }
 
 impl InMemoryRateLimiter {
+    pub fn new(clock: Clock) -> Self {
+        InMemoryRateLimiter {
+            origin: clock.instant(),
+            clock,
+            buckets: DashMap::new(),
+        }
+    }
+
     fn now(&self) -> u64 {
         // Offset by a day so that "zero" never means "long ago" arithmetic underflows.
-        self.origin.elapsed().as_nanos() as u64 + 86_400_000_000_000
+        let elapsed = self.clock.instant().saturating_duration_since(self.origin);
+        elapsed.as_nanos() as u64 + 86_400_000_000_000
     }
 
     /// Pure GCRA step in nanoseconds, shared by [`check`](RateLimiter::check) and the tests.
@@ -208,14 +217,18 @@ mod tests {
     const MIN: u64 = 60_000_000_000;
 
     #[tokio::test]
-    async fn pruning_forgets_buckets_that_are_full_again_and_keeps_the_others() {
-        let limiter = InMemoryRateLimiter::default();
+    async fn pruning_forgets_a_bucket_the_moment_it_is_full_again_and_keeps_the_others() {
+        let clock = Clock::manual(crate::clock::Timestamp(1_795_000_000_000));
+        let limiter = InMemoryRateLimiter::new(clock.clone());
         let idle = Bucket::Key(Uuid::now_v7());
         let busy = Bucket::Key(Uuid::now_v7());
-        // 60,000 a minute refills in a millisecond; 1 a minute takes a minute.
-        limiter.check(idle, Quota::per_minute(60_000)).await;
+        // 60 a minute refills one request in a second; 1 a minute takes a minute.
+        limiter.check(idle, Quota::per_minute(60)).await;
         limiter.check(busy, Quota::per_minute(1)).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        clock.advance(Duration::from_millis(999));
+        limiter.prune();
+        assert!(limiter.buckets.contains_key(&idle), "not yet full again");
+        clock.advance(Duration::from_millis(1));
         limiter.prune();
         assert!(
             !limiter.buckets.contains_key(&idle),
@@ -226,6 +239,10 @@ mod tests {
             "a spent bucket is remembered"
         );
         assert!(limiter.peek(busy, Quota::per_minute(1)).await.is_some());
+        clock.advance(Duration::from_secs(59));
+        assert!(limiter.peek(busy, Quota::per_minute(1)).await.is_none());
+        limiter.prune();
+        assert!(limiter.buckets.is_empty());
     }
 
     #[test]

@@ -10,7 +10,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
-use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::Agent;
@@ -167,7 +166,7 @@ async fn create_agent(
     caller: Caller,
     ApiJson(input): ApiJson<NewAgent>,
 ) -> Result<Response> {
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let mut agent = Agent {
         id: uuid::Uuid::now_v7(),
         name: String::new(),
@@ -211,7 +210,7 @@ async fn update_agent(
 ) -> Result<Response> {
     let mut agent = state.store.get_agent(caller.org_id, id).await?;
     input.apply(&mut agent, false)?;
-    agent.updated_at = Timestamp::now();
+    agent.updated_at = state.settings.clock.now();
     state
         .store
         .update_agent(

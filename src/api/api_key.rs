@@ -181,8 +181,16 @@ async fn create_key(
 ) -> Result<Response> {
     let spec = input.into_spec()?;
     let owner = caller.key().created_by;
-    let (record, key) =
-        lifecycle::create(&*state.store, caller.org_id, owner, &spec, &actor(&caller)).await?;
+    let now = state.settings.clock.now();
+    let (record, key) = lifecycle::create(
+        &*state.store,
+        caller.org_id,
+        owner,
+        &spec,
+        &actor(&caller),
+        now,
+    )
+    .await?;
     Ok(audited((
         StatusCode::CREATED,
         Json(IssuedKey::new(record, &key)),
@@ -209,8 +217,16 @@ async fn rotate_key(
             crate::error::ApiError::invalid("grace", "must be a duration such as 24h, 30m or 0")
         })?,
     };
-    let (record, key) =
-        lifecycle::rotate(&*state.store, caller.org_id, id, grace, &actor(&caller)).await?;
+    let now = state.settings.clock.now();
+    let (record, key) = lifecycle::rotate(
+        &*state.store,
+        caller.org_id,
+        id,
+        grace,
+        &actor(&caller),
+        now,
+    )
+    .await?;
     state.keys_changed().await;
     Ok(audited(Json(IssuedKey::new(record, &key))))
 }

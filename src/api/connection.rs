@@ -11,7 +11,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
-use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::{Connection, Visibility};
@@ -107,7 +106,7 @@ async fn create_connection(
         }),
     };
     errors.check()?;
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let connection = Connection {
         id: uuid::Uuid::now_v7(),
         name: name.unwrap_or_default().trim().to_owned(),

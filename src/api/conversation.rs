@@ -228,7 +228,7 @@ fn unknown_file() -> ApiError {
 }
 
 async fn attachments(state: &AppState, org_id: Uuid, ids: Vec<Uuid>) -> Result<Vec<Attachment>> {
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let file = match state.store.get_file(org_id, id, now).await {
@@ -273,7 +273,7 @@ pub(crate) async fn ask(
         id: Uuid::now_v7(),
         role: MessageRole::User,
         content: text,
-        created_at: Timestamp::now(),
+        created_at: state.settings.clock.now(),
     };
     let mut history = thread.history;
     history.push(Turn {
@@ -397,7 +397,7 @@ impl Pending {
             id: Uuid::now_v7(),
             role: MessageRole::Assistant,
             content: text,
-            created_at: Timestamp::now(),
+            created_at: self.state.settings.clock.now(),
         };
         let (id, at) = (answer.id, answer.created_at);
         let exchange = Exchange {

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
-use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
 use crate::store::StoredFile;
 use crate::AppState;
@@ -123,7 +122,7 @@ async fn upload(
             return Err(e);
         }
     };
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let file = StoredFile {
         id,
         name,
@@ -186,7 +185,7 @@ async fn get_file(
     Ok(Json(
         state
             .store
-            .get_file(caller.org_id, id, Timestamp::now())
+            .get_file(caller.org_id, id, state.settings.clock.now())
             .await?,
     ))
 }

@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 
 use crate::api::audited;
 use crate::auth::Caller;
-use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::{Catalog, Named};
@@ -63,7 +62,7 @@ pub async fn create(
     errors.text("name", input.name.as_deref(), 1, 100);
     errors.text("description", input.description.as_deref(), 0, 2_000);
     errors.check()?;
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let object = Named {
         id: uuid::Uuid::now_v7(),
         name: input.name.as_deref().unwrap_or_default().trim().to_owned(),

@@ -2,8 +2,6 @@
 //! API key. A backend creates the session with its key and hands the browser a one-time
 //! secret that works once, within 60 seconds.
 
-use std::time::Duration;
-
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,9 +30,6 @@ use crate::AppState;
 /// The largest frame a client may send: a message of 32,000 characters, each written as a
 /// six-byte JSON escape, and room for the frame's other members.
 const MAX_FRAME_BYTES: usize = 256 * 1024;
-
-/// A socket with no message for this long is closed.
-const IDLE: Duration = Duration::from_secs(300);
 
 /// Why a session, or a socket already open, stops when the key that created it stops working.
 const KEY_GONE: &str = "This realtime session has ended: the key that created it no longer works.";
@@ -96,7 +91,7 @@ async fn create_session(
     let mut secret = String::from("rts_");
     push_random_base62(&mut secret, 40);
     let secret = SecretString::from(secret);
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let session = RealtimeSession {
         id: Uuid::now_v7(),
         org_id: caller.org_id,
@@ -161,7 +156,7 @@ pub async fn connect(
     let digest = KeyDigest::of(secret.as_bytes());
     let session = match state
         .store
-        .claim_realtime_session(id, &digest, Timestamp::now())
+        .claim_realtime_session(id, &digest, state.settings.clock.now())
         .await
     {
         Ok(s) => s,
@@ -196,7 +191,7 @@ async fn key_quota(state: &AppState, session: &RealtimeSession) -> Result<Option
         .key_grant(session.org_id, session.key_id)
         .await?;
     Ok(grant
-        .filter(|g| g.works_at(Timestamp::now()))
+        .filter(|g| g.works_at(state.settings.clock.now()))
         .map(|g| Quota::per_minute(rate_limit(&g.key, &state.settings))))
 }
 
@@ -255,7 +250,7 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
     let mut started = session.continues;
     let mut recorded_minute = i64::MIN;
     loop {
-        let frame = match tokio::time::timeout(IDLE, socket.recv()).await {
+        let frame = match tokio::time::timeout(state.settings.realtime_idle, socket.recv()).await {
             Ok(Some(Ok(frame))) => frame,
             _ => break,
         };
@@ -297,7 +292,7 @@ async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, 
                 }
             }
         }
-        let now = Timestamp::now();
+        let now = state.settings.clock.now();
         if now.minute() > recorded_minute {
             recorded_minute = now.minute();
             state.recorder.key_used(session.org_id, session.key_id, now);

@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use crate::api::{audited, PathId};
 use crate::auth::Caller;
-use crate::clock::Timestamp;
 use crate::error::{ApiError, Result};
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
@@ -190,7 +189,7 @@ async fn create_task(
     caller: Caller,
     ApiJson(input): ApiJson<NewTask>,
 ) -> Result<Response> {
-    let now = Timestamp::now();
+    let now = state.settings.clock.now();
     let mut task = Task {
         id: Uuid::now_v7(),
         workspace_id: Uuid::nil(),
@@ -238,7 +237,7 @@ async fn update_task(
 ) -> Result<Response> {
     let mut task = state.store.get_task(caller.org_id, id).await?;
     input.apply(&mut task, false)?;
-    task.updated_at = Timestamp::now();
+    task.updated_at = state.settings.clock.now();
     state
         .store
         .update_task(caller.org_id, &task, caller.audit("task.updated", task.id))

@@ -155,22 +155,23 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
             if spec.expires_in.is_some_and(|d| d.is_zero()) {
                 return Err(CliError("--expires-in must be longer than 0".into()));
             }
-            let (record, key) = lifecycle::create(store, org_id, user.id, &spec, &Actor::Cli)
-                .await
-                .map_err(|e| match e {
-                    StoreError::Invalid { field: "user", .. } => CliError(format!(
-                        "{} is not a member of organization {org_id}",
-                        user.email
-                    )),
-                    StoreError::Invalid {
-                        field: "scope",
-                        message,
-                    } => CliError(format!(
-                        "--scope {}: {message} ({})",
-                        spec.scope, user.email
-                    )),
-                    e => e.into(),
-                })?;
+            let (record, key) =
+                lifecycle::create(store, org_id, user.id, &spec, &Actor::Cli, Timestamp::now())
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Invalid { field: "user", .. } => CliError(format!(
+                            "{} is not a member of organization {org_id}",
+                            user.email
+                        )),
+                        StoreError::Invalid {
+                            field: "scope",
+                            message,
+                        } => CliError(format!(
+                            "--scope {}: {message} ({})",
+                            spec.scope, user.email
+                        )),
+                        e => e.into(),
+                    })?;
             out.show(&IssuedKey::new(record.clone(), &key), || {
                 issued_text(&record, &key, "created")
             });
@@ -200,8 +201,15 @@ pub async fn run(store: &dyn Store, out: &Output, command: KeysCommand) -> CliRe
         KeysCommand::Rotate { key_id, grace } => {
             let key_id = id_arg("KEY_ID", &key_id)?;
             let org_id = key_org(store, key_id).await?;
-            let (record, key) =
-                lifecycle::rotate(store, org_id, key_id, grace.0, &Actor::Cli).await?;
+            let (record, key) = lifecycle::rotate(
+                store,
+                org_id,
+                key_id,
+                grace.0,
+                &Actor::Cli,
+                Timestamp::now(),
+            )
+            .await?;
             out.show(&IssuedKey::new(record.clone(), &key), || {
                 format!(
                     "{}\n\nThe old key {key_id} keeps working for {grace}. Put the new key in your backend's secret, \

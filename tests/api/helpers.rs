@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use siesta::clock::Timestamp;
+use siesta::clock::{Clock, Timestamp};
 use siesta::key::{Environment, Scope};
 use siesta::lifecycle::{self, Actor, KeySpec};
 use siesta::store::{AuditRecord, Membership, Organization, Role, Store, User};
@@ -22,6 +22,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database: TestDatabase,
     pub dir: TempDir,
+    /// The server's clock: the system's, or a manual one the test moves.
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -39,6 +41,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::default()).await
 }
 
+/// A server whose clock stands still until the test moves it with `app.clock.advance`.
+pub async fn spawn_app_on_manual_clock(settings: Settings) -> TestApp {
+    spawn_app_with(Settings {
+        clock: Clock::manual(Timestamp::now()),
+        ..settings
+    })
+    .await
+}
+
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     spawn_app_with_provider(settings, Arc::new(siesta::provider::OfflineResponder)).await
 }
@@ -52,6 +63,7 @@ pub async fn spawn_app_with_provider(
         data_dir: dir.path().join("data"),
         ..settings
     };
+    let clock = settings.clock.clone();
     let database = TestDatabase::fresh(dir.path()).await;
     let store = siesta::store::open(&database.url)
         .await
@@ -78,6 +90,7 @@ pub async fn spawn_app_with_provider(
             .unwrap(),
         database,
         dir,
+        clock,
         shutdown: Some(tx),
         server: Some(handle),
     }
@@ -143,9 +156,11 @@ impl TestApp {
     }
 
     pub async fn issue_spec(&self, org_id: Uuid, user_id: Uuid, spec: KeySpec) -> (Uuid, String) {
-        let (record, key) = lifecycle::create(&*self.store, org_id, user_id, &spec, &Actor::Cli)
-            .await
-            .unwrap();
+        let now = self.clock.now();
+        let (record, key) =
+            lifecycle::create(&*self.store, org_id, user_id, &spec, &Actor::Cli, now)
+                .await
+                .unwrap();
         (record.id, key.reveal().to_owned())
     }
 

@@ -4,6 +4,7 @@ use siesta::clock::Timestamp;
 use siesta::key::Scope;
 use siesta::lifecycle::{self, Actor};
 use siesta::store::{KeyFilter, StoreError};
+use siesta::Settings;
 
 use crate::helpers::*;
 
@@ -21,6 +22,7 @@ async fn a_rotated_key_works_through_its_grace_period_then_expires() {
         id,
         Duration::from_secs(1),
         &Actor::Cli,
+        Timestamp::now(),
     )
     .await
     .unwrap();
@@ -40,7 +42,15 @@ async fn a_rotated_key_works_through_its_grace_period_then_expires() {
         .problem(401, "expired_api_key");
     app.get("/api/v1/Me", &new, t.org_id).await.ok(200);
     // Rotating the old key again is refused: its successor is the one to rotate.
-    let again = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli).await;
+    let again = lifecycle::rotate(
+        &*app.store,
+        t.org_id,
+        id,
+        Duration::ZERO,
+        &Actor::Cli,
+        Timestamp::now(),
+    )
+    .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))));
 }
 
@@ -52,9 +62,16 @@ async fn rotation_with_no_grace_ends_the_old_key_at_once() {
         .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
         .await;
     app.get("/api/v1/Me", &old, t.org_id).await.ok(200);
-    let (_, new) = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli)
-        .await
-        .unwrap();
+    let (_, new) = lifecycle::rotate(
+        &*app.store,
+        t.org_id,
+        id,
+        Duration::ZERO,
+        &Actor::Cli,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     // Made by another writer than the server, so it reaches the server within a second.
     let lapsed = app
         .me_answers(Duration::from_secs(1), &old, t.org_id, 401)
@@ -79,6 +96,7 @@ async fn names_are_unique_among_live_keys_and_searchable() {
         t.owner,
         &spec("crm-prod-sync", Scope::Read),
         &Actor::Cli,
+        Timestamp::now(),
     )
     .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))));
@@ -107,48 +125,58 @@ async fn names_are_unique_among_live_keys_and_searchable() {
 
 #[tokio::test]
 async fn unused_keys_are_listed_and_last_use_is_recorded_once_a_minute() {
-    let app = spawn_app().await;
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
+    // At the start of a minute, so that the whole minute is the test's to spend.
+    let start = app.clock.now();
+    app.clock.advance(Duration::from_millis(
+        60_000 - start.millis().rem_euclid(60_000) as u64,
+    ));
+    let minute = app.clock.now();
     let t = app.tenant("Acme").await;
     let (used_id, used) = app
         .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
         .await;
+    let (store, org) = (&app.store, t.org_id);
+    let last_use = |id| async move { store.get_key(org, id).await.unwrap().last_used_at };
     for _ in 0..5 {
         app.get("/api/v1/Me", &used, t.org_id).await.ok(200);
     }
-    let recorded = eventually(Duration::from_secs(1), || async {
-        app.store
-            .get_key(t.org_id, used_id)
-            .await
-            .unwrap()
-            .last_used_at
-            .is_some()
+    let recorded = eventually(Duration::from_secs(2), || async {
+        last_use(used_id).await.is_some()
     })
     .await;
     assert!(
         recorded.is_some(),
         "first use in a minute reaches the database within a second"
     );
-    let at = app
-        .store
-        .get_key(t.org_id, used_id)
-        .await
-        .unwrap()
-        .last_used_at
-        .unwrap();
-    assert!(at.millis() <= Timestamp::now().millis());
-    // Later uses in the same minute write nothing.
+    assert_eq!(last_use(used_id).await, Some(minute));
+    // A later use in the same minute writes nothing: once the first use of another key,
+    // recorded after it, is in the database, the first key still shows its first use.
+    app.clock.advance(Duration::from_millis(59_999));
     app.get("/api/v1/Me", &used, t.org_id).await.ok(200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = app
-        .store
-        .get_key(t.org_id, used_id)
-        .await
+    let read_id = app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200)["keyId"]
+        .as_str()
         .unwrap()
-        .last_used_at
+        .parse()
         .unwrap();
-    if Timestamp::now().minute() == at.minute() {
-        assert_eq!(later, at);
-    }
+    let flushed = eventually(Duration::from_secs(2), || async {
+        last_use(read_id).await.is_some()
+    })
+    .await;
+    assert!(flushed.is_some());
+    assert_eq!(last_use(used_id).await, Some(minute));
+    // The first use in the next minute is recorded again.
+    app.clock.advance(Duration::from_millis(1));
+    app.get("/api/v1/Me", &used, t.org_id).await.ok(200);
+    let next = minute.plus(Duration::from_secs(60));
+    let recorded = eventually(Duration::from_secs(2), || async {
+        last_use(used_id).await == Some(next)
+    })
+    .await;
+    assert!(
+        recorded.is_some(),
+        "the next minute's first use is recorded"
+    );
 
     let in_an_hour = KeyFilter {
         unused_since: Some(Timestamp::now().plus(Duration::from_secs(3600))),
@@ -179,9 +207,16 @@ async fn lifecycle_events_are_audited_by_id_and_name_never_by_value() {
     let (id, key) = app
         .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
         .await;
-    let (_, new) = lifecycle::rotate(&*app.store, t.org_id, id, Duration::ZERO, &Actor::Cli)
-        .await
-        .unwrap();
+    let (_, new) = lifecycle::rotate(
+        &*app.store,
+        t.org_id,
+        id,
+        Duration::ZERO,
+        &Actor::Cli,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let log = app
         .get("/api/v1/AuditLog?Limit=100", &t.admin, t.org_id)
         .await
@@ -217,7 +252,7 @@ async fn racing_rotations_of_one_key_issue_one_successor() {
         let store = std::sync::Arc::clone(&app.store);
         tokio::spawn(async move {
             let grace = Duration::from_secs(60);
-            lifecycle::rotate(&*store, t.org_id, id, grace, &Actor::Cli).await
+            lifecycle::rotate(&*store, t.org_id, id, grace, &Actor::Cli, Timestamp::now()).await
         })
     });
     let results = futures_util::future::join_all(rotations).await;
@@ -243,7 +278,15 @@ async fn racing_creations_of_one_name_issue_one_key() {
         let store = std::sync::Arc::clone(&app.store);
         tokio::spawn(async move {
             let spec = spec("crm-prod-sync", Scope::Read);
-            lifecycle::create(&*store, t.org_id, t.owner, &spec, &Actor::Cli).await
+            lifecycle::create(
+                &*store,
+                t.org_id,
+                t.owner,
+                &spec,
+                &Actor::Cli,
+                Timestamp::now(),
+            )
+            .await
         })
     });
     let results = futures_util::future::join_all(creations).await;
@@ -278,8 +321,9 @@ async fn delete_unannounced(app: &TestApp, key_id: uuid::Uuid) {
 
 #[tokio::test]
 async fn no_key_stays_cached_past_the_cache_lifetime_even_if_every_signal_is_lost() {
-    let app = spawn_app_with(siesta::Settings {
-        key_cache_ttl: Duration::from_millis(1500),
+    // The change counter is read once, at start: only the lifetime can drop the key.
+    let app = spawn_app_on_manual_clock(siesta::Settings {
+        change_poll: Duration::from_secs(3600),
         ..siesta::Settings::default()
     })
     .await;
@@ -287,17 +331,20 @@ async fn no_key_stays_cached_past_the_cache_lifetime_even_if_every_signal_is_los
     let (id, key) = app
         .issue(t.org_id, t.owner, "crm-prod-sync", Scope::Read)
         .await;
-    // Let the server see the change counter that issuing moved, then cache the key.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let lookups = app.key_lookups().await;
     app.get("/api/v1/Me", &key, t.org_id).await.ok(200);
+    assert_eq!(app.key_lookups().await, lookups + 1);
     delete_unannounced(&app, id).await;
+    app.clock.advance(Duration::from_millis(29_999));
     app.get("/api/v1/Me", &key, t.org_id).await.ok(200); // still cached
-    let refused = eventually(Duration::from_secs(3), || async {
-        app.get("/api/v1/Me", &key, t.org_id).await.status == 401
-    })
-    .await;
-    assert!(
-        refused.is_some(),
-        "the cached key was dropped after its lifetime"
+    assert_eq!(
+        app.key_lookups().await,
+        lookups + 1,
+        "answered from the cache"
     );
+    app.clock.advance(Duration::from_millis(1));
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(401, "invalid_api_key");
+    assert_eq!(app.key_lookups().await, lookups + 2, "read again at 30 s");
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use siesta::clock::Timestamp;
 use siesta::key::Scope;
 use siesta::lifecycle::{self, Actor};
 use siesta::store::{AuditRecord, KeyFilter, Role, StoreError};
@@ -114,10 +115,16 @@ async fn a_member_removed_and_added_back_finds_their_old_keys_dead_and_new_ones_
         .problem(403, "key_owner_not_member");
 
     // Rotating the old key does not bring it back either.
-    let (_, successor) =
-        lifecycle::rotate(&*app.store, t.org_id, old_id, Duration::ZERO, &Actor::Cli)
-            .await
-            .unwrap();
+    let (_, successor) = lifecycle::rotate(
+        &*app.store,
+        t.org_id,
+        old_id,
+        Duration::ZERO,
+        &Actor::Cli,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     app.get("/api/v1/Me", successor.reveal(), t.org_id)
         .await
         .problem(403, "key_owner_not_member");
@@ -200,6 +207,7 @@ async fn the_cli_refuses_a_member_a_key_wider_than_write() {
         dev,
         &spec("crm-prod-sync", Scope::Admin),
         &Actor::Cli,
+        Timestamp::now(),
     )
     .await;
     assert!(

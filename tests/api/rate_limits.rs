@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use siesta::key::{ApiKey, Environment, Scope};
 use siesta::Settings;
@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
-    let app = spawn_app_with(Settings {
+    let app = spawn_app_on_manual_clock(Settings {
         auth_failure_limit: 3,
         ..Settings::default()
     })
@@ -16,31 +16,40 @@ async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
     let mut s = spec("crm-prod-sync", Scope::Read);
     s.rate_limit = Some(5);
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
-    for remaining in (0..5).rev() {
+    // One request every 12 s, five at once: after n requests the bucket is full again in
+    // 12·n s.
+    for spent in 1..=5 {
         let r = app.get("/api/v1/Me", &key, t.org_id).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=5;w=60"));
-        let limit = r.header("ratelimit").unwrap();
-        assert!(
-            limit.starts_with(&format!("\"api-key\";r={remaining};t=")),
-            "{limit}"
+        assert_eq!(
+            r.header("ratelimit"),
+            Some(format!("\"api-key\";r={};t={}", 5 - spent, 12 * spent).as_str())
         );
     }
     let r = app.get("/api/v1/Me", &key, t.org_id).await;
     r.problem(429, "rate_limited");
-    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=12).contains(&retry), "one request every 12 s: {retry}");
+    assert_eq!(r.header("retry-after"), Some("12"));
     assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=5;w=60"));
-    assert!(r
-        .header("ratelimit")
-        .unwrap()
-        .starts_with("\"api-key\";r=0;t="));
+    assert_eq!(r.header("ratelimit"), Some("\"api-key\";r=0;t=60"));
+    // A millisecond short of the retry time is still too early; at it, one request passes.
+    app.clock.advance(Duration::from_millis(11_999));
+    let r = app.get("/api/v1/Me", &key, t.org_id).await;
+    r.problem(429, "rate_limited");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    app.clock.advance(Duration::from_millis(1));
+    let r = app.get("/api/v1/Me", &key, t.org_id).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit"), Some("\"api-key\";r=0;t=60"));
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(429, "rate_limited");
     // Refusals are not audited (each would be a write); the metric counts them.
     let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()
-            .any(|l| l == "siesta_rate_limited_total{limit=\"key\"} 1"),
+            .any(|l| l == "siesta_rate_limited_total{limit=\"key\"} 3"),
         "{metrics}"
     );
     // Other keys are not affected.
@@ -75,30 +84,26 @@ async fn a_burst_of_n_passes_then_429_with_retry_after_and_ratelimit_headers() {
 
 #[tokio::test]
 async fn a_client_at_its_steady_rate_is_never_refused_after_a_full_burst() {
-    let app = spawn_app().await;
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
     let t = app.tenant("Acme").await;
     let mut s = spec("crm-prod-steady", Scope::Read);
     s.rate_limit = Some(600); // one every 100 ms, burst 600
     let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
-    // Spend the whole burst: the first refusal shows the bucket is empty.
-    let mut passed = 0;
-    loop {
+    for i in 0..600 {
         let r = app.get("/api/v1/Me", &key, t.org_id).await;
-        if r.status == 429 {
-            break;
-        }
-        assert_eq!(r.status, 200);
-        passed += 1;
-        assert!(passed < 700, "the burst never ran out");
+        assert_eq!(r.status, 200, "request {i} of the burst");
     }
-    assert!(passed >= 600, "a burst of 600 passes at once, got {passed}");
-    // From empty, requests spaced just over 100 ms apart must all pass.
-    let start = Instant::now();
-    for i in 0..15u32 {
-        let due = start + Duration::from_millis(110) * (i + 1);
-        tokio::time::sleep_until(due.into()).await;
+    app.get("/api/v1/Me", &key, t.org_id)
+        .await
+        .problem(429, "rate_limited");
+    // From empty, a request every 100 ms passes, and one more in between does not.
+    for i in 0..15 {
+        app.clock.advance(Duration::from_millis(100));
         let r = app.get("/api/v1/Me", &key, t.org_id).await;
         assert_eq!(r.status, 200, "request {i} at the steady rate was refused");
+        app.get("/api/v1/Me", &key, t.org_id)
+            .await
+            .problem(429, "rate_limited");
     }
 }
 
@@ -137,8 +142,14 @@ async fn an_address_over_its_failure_limit_is_refused_without_a_lookup_but_verif
     app.add_member(t.org_id, dev, siesta::store::Role::Member)
         .await;
     let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    let before = lookups().await;
     app.store.remove_member(t.org_id, dev, audit).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let looked_up_again = eventually(Duration::from_secs(5), || async {
+        app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+        lookups().await > before
+    })
+    .await;
+    assert!(looked_up_again.is_some(), "the change emptied the cache");
     app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
 }
 

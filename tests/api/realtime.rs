@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use siesta::clock::Timestamp;
 use siesta::key::Scope;
 use siesta::Settings;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -91,11 +92,7 @@ async fn a_browser_talks_to_an_agent_over_a_websocket_with_a_one_time_secret() {
 
 #[tokio::test]
 async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expire() {
-    let app = spawn_app_with(Settings {
-        realtime_secret_ttl: Duration::from_millis(500),
-        ..Settings::default()
-    })
-    .await;
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
     let t = app.tenant("Acme").await;
     let agent = bot(&app, &t).await;
     let s = app
@@ -114,13 +111,18 @@ async fn a_wrong_secret_is_refused_without_using_the_session_up_and_secrets_expi
         refused_with(tokio_tungstenite::connect_async(bare).await),
         (404, "not_found".into())
     );
-    let mut ws = open_socket(&s).await;
-    ws.close(None).await.unwrap();
-
+    // The secret can be used until a minute after it was made, and not from then on.
     let late = app
         .realtime_session(&agent, &t.write, t.org_id, json!({}))
         .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        Timestamp::parse(late["expiresAt"].as_str().unwrap()),
+        Some(app.clock.now().plus(Duration::from_secs(60)))
+    );
+    app.clock.advance(Duration::from_millis(59_999));
+    let mut ws = open_socket(&s).await;
+    ws.close(None).await.unwrap();
+    app.clock.advance(Duration::from_millis(1));
     assert_eq!(
         refused_with(tokio_tungstenite::connect_async(socket_url(&late)).await),
         (401, "expired_api_key".into())
@@ -232,6 +234,124 @@ async fn a_session_ends_when_the_key_that_created_it_is_deleted() {
     assert_eq!(messages.len(), 2);
 }
 
+/// The next message on `ws` is refused because the session's key no longer works, and the
+/// socket closes.
+async fn ends_because_the_key_stopped(ws: &mut Socket) {
+    let (deltas, refused) = say(ws, "Still there?").await;
+    assert_eq!(deltas, "");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "expired_api_key", "{refused}");
+    assert_eq!(
+        refused["detail"],
+        "This realtime session has ended: the key that created it no longer works."
+    );
+    let closing = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closing, None | Some(Ok(Message::Close(_)))),
+        "{closing:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_key_expires_to_the_millisecond() {
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let mut s = spec("voice-backend", Scope::Write);
+    s.expires_in = Some(Duration::from_secs(3600));
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    let session = app
+        .realtime_session(&agent, &key, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&session).await;
+    app.clock.advance(Duration::from_millis(3_599_999));
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    app.clock.advance(Duration::from_millis(1));
+    ends_because_the_key_stopped(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_session_ends_when_the_grace_period_of_its_rotated_key_ends() {
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let (id, key) = app
+        .issue(t.org_id, t.owner, "voice-backend", Scope::Write)
+        .await;
+    let session = app
+        .realtime_session(&agent, &key, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&session).await;
+    app.post(
+        &format!("/api/v1/ApiKey/{id}/rotate"),
+        &t.admin,
+        t.org_id,
+        json!({"grace": "1h"}),
+    )
+    .await
+    .ok(200);
+    app.clock.advance(Duration::from_millis(3_599_999));
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    app.clock.advance(Duration::from_millis(1));
+    ends_because_the_key_stopped(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_session_ends_when_the_owner_of_its_key_leaves_the_organization() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let dev = app.create_user("dev@acme.example").await;
+    app.add_member(t.org_id, dev, siesta::store::Role::Member)
+        .await;
+    let (_, key) = app
+        .issue(t.org_id, dev, "voice-backend", Scope::Write)
+        .await;
+    let session = app
+        .realtime_session(&agent, &key, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&session).await;
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    app.store.remove_member(t.org_id, dev, audit).await.unwrap();
+    ends_because_the_key_stopped(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_socket_that_sends_nothing_for_the_idle_time_is_closed() {
+    let app = spawn_app_with(Settings {
+        realtime_idle: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let agent = bot(&app, &t).await;
+    let session = app
+        .realtime_session(&agent, &t.write, t.org_id, json!({}))
+        .await;
+    let mut ws = open_socket(&session).await;
+    // Talking keeps it open past the idle time.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, done) = say(&mut ws, "Hello").await;
+        assert_eq!(done["type"], "done", "{done}");
+    }
+    let opened = std::time::Instant::now();
+    let closing = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("closed by the server");
+    assert!(
+        matches!(closing, None | Some(Ok(Message::Close(_)))),
+        "{closing:?}"
+    );
+    assert!(opened.elapsed() >= Duration::from_millis(250));
+}
+
 /// What a test of a rate-limited socket works with.
 struct LimitedSocket {
     app: TestApp,
@@ -246,7 +366,7 @@ struct LimitedSocket {
 /// A server, a tenant, and an open realtime socket whose key may make `rate_limit`
 /// requests a minute; making the session was the key's first.
 async fn limited_socket(rate_limit: u32) -> LimitedSocket {
-    let app = spawn_app().await;
+    let app = spawn_app_on_manual_clock(Settings::default()).await;
     let t = app.tenant("Acme").await;
     let agent = bot(&app, &t).await;
     let mut s = spec("voice-backend", Scope::Write);
@@ -293,8 +413,7 @@ async fn socket_messages_spend_the_keys_rate_limit_and_the_socket_stays_open() {
     for n in 3..=5 {
         let (deltas, refused) = say(&mut ws, &format!("message {n}")).await;
         assert_eq!(deltas, "", "message {n} was not answered");
-        let retry = rate_limited(&refused);
-        assert!(retry <= 20, "one message every 20 s: {refused}");
+        assert_eq!(rate_limited(&refused), 20, "one message every 20 s");
     }
     // One bucket for the key, whether it is spent over HTTP or over a socket.
     let r = app.get("/api/v1/Me", &key, t.org_id).await;
@@ -328,8 +447,11 @@ async fn after_retry_after_the_same_socket_is_answered_again() {
     }
     let refused = refused.expect("the socket's messages are refused once the burst is spent");
     let retry = rate_limited(&refused);
-    assert!(retry <= 2, "one a second: {refused}");
-    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(retry, 1, "one a second: {refused}");
+    app.clock.advance(Duration::from_millis(999));
+    let (_, early) = say(&mut ws, "Hello").await;
+    rate_limited(&early);
+    app.clock.advance(Duration::from_millis(1));
     let (text, done) = say(&mut ws, "Hello again").await;
     assert_eq!(done["type"], "done", "{done}");
     assert!(text.contains("Hello again"), "{text}");
