@@ -279,9 +279,7 @@ fn read_header<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
         None => Presented::Missing,
         Some(Ok("")) => Presented::Missing,
         Some(Ok(v)) => Presented::Value(v),
-        Some(Err(_)) if headers[name].as_bytes().iter().all(u8::is_ascii_whitespace) => {
-            Presented::Missing
-        }
+        // Not text: a byte past ASCII, never white space.
         Some(Err(_)) => Presented::Unreadable,
     }
 }
@@ -509,6 +507,112 @@ async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<Verifie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Environment;
+
+    fn verified(name: &str) -> Arc<VerifiedKey> {
+        let key = ApiKey::generate(Environment::Live);
+        let grant = KeyGrant {
+            key: KeyRecord {
+                id: Uuid::now_v7(),
+                org_id: Uuid::now_v7(),
+                name: name.to_owned(),
+                environment: Environment::Live,
+                scope: Scope::Read,
+                hint: key.hint(),
+                created_by: Uuid::now_v7(),
+                created_at: Timestamp(0),
+                expires_at: None,
+                rate_limit: None,
+                last_used_at: None,
+                replaced_by: None,
+                grace_ends_at: None,
+            },
+            digest: key.digest(),
+            org_name: "Acme".into(),
+            owner_role: Some(Role::Owner),
+        };
+        Arc::new(VerifiedKey::new(grant, Instant::now()))
+    }
+
+    #[test]
+    fn an_entry_read_before_an_invalidation_is_not_kept() {
+        let cache = InMemoryKeyCache::new(10);
+        let (a, b) = (verified("a"), verified("b"));
+        let before = cache.epoch();
+        cache.insert(before, Arc::clone(&a));
+        assert!(cache.get(&a.digest).is_some());
+        cache.invalidate_all();
+        assert_eq!(cache.epoch(), before + 1);
+        assert!(cache.get(&a.digest).is_none());
+        // Read from the database before the invalidation, stored after it: dropped.
+        cache.insert(before, Arc::clone(&b));
+        assert!(cache.get(&b.digest).is_none());
+        cache.insert(cache.epoch(), Arc::clone(&b));
+        assert!(cache.get(&b.digest).is_some());
+        // Verified once, always exempt from the failure limit; never verified, not.
+        assert!(cache.verified_before(&a.digest) && cache.verified_before(&b.digest));
+        assert!(!cache.verified_before(&verified("c").digest));
+    }
+
+    #[test]
+    fn a_full_cache_starts_afresh() {
+        let cache = InMemoryKeyCache::new(2);
+        let keys = [verified("a"), verified("b"), verified("c")];
+        cache.insert(cache.epoch(), Arc::clone(&keys[0]));
+        cache.insert(cache.epoch(), Arc::clone(&keys[1]));
+        assert!(keys[..2].iter().all(|k| cache.get(&k.digest).is_some()));
+        cache.insert(cache.epoch(), Arc::clone(&keys[2]));
+        assert!(keys.iter().all(|k| cache.get(&k.digest).is_none()));
+        cache.insert(cache.epoch(), Arc::clone(&keys[2]));
+        assert!(cache.get(&keys[2].digest).is_some());
+    }
+
+    #[test]
+    fn a_verified_key_is_fresh_for_its_lifetime_and_not_a_moment_longer() {
+        let key = verified("a");
+        let at = key.verified_at;
+        let life = Duration::from_secs(30);
+        assert!(key.fresh(at, life));
+        assert!(key.fresh(at + Duration::from_millis(29_999), life));
+        assert!(!key.fresh(at + life, life));
+    }
+
+    #[test]
+    fn a_use_is_recorded_the_first_time_in_each_minute() {
+        let key = verified("a");
+        let t = |ms| Timestamp(ms);
+        assert!(key.first_use_this_minute(t(120_000)));
+        assert!(!key.first_use_this_minute(t(179_999)));
+        assert!(key.first_use_this_minute(t(180_000)));
+        assert!(
+            !key.first_use_this_minute(t(120_000)),
+            "time never goes back"
+        );
+    }
+
+    #[test]
+    fn credential_headers_are_read_once_trimmed_and_never_twice() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(read_header(&h, "x-api-key"), Presented::Missing));
+        h.insert("x-api-key", HeaderValue::from_static(" \t "));
+        assert!(matches!(read_header(&h, "x-api-key"), Presented::Missing));
+        h.insert("x-api-key", HeaderValue::from_static(" sai_live_x "));
+        assert!(matches!(
+            read_header(&h, "x-api-key"),
+            Presented::Value("sai_live_x")
+        ));
+        h.insert("x-api-key", HeaderValue::from_bytes(b"sai_\xe9").unwrap());
+        assert!(matches!(
+            read_header(&h, "x-api-key"),
+            Presented::Unreadable
+        ));
+        h.insert("x-api-key", HeaderValue::from_static("a"));
+        h.append("x-api-key", HeaderValue::from_static("a"));
+        assert!(matches!(
+            read_header(&h, "x-api-key"),
+            Presented::Unreadable
+        ));
+    }
 
     #[test]
     fn scopes_follow_method_and_resource() {

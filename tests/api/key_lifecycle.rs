@@ -348,3 +348,33 @@ async fn no_key_stays_cached_past_the_cache_lifetime_even_if_every_signal_is_los
         .problem(401, "invalid_api_key");
     assert_eq!(app.key_lookups().await, lookups + 2, "read again at 30 s");
 }
+
+#[tokio::test]
+async fn while_nothing_changes_the_change_poll_keeps_verified_keys() {
+    // On a clock that stands still, no lifetime runs out and no minute's use is recorded.
+    let app = spawn_app_on_manual_clock(Settings {
+        change_poll: Duration::from_millis(10),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    // Making the tenant moved the change counter; once a poll has seen that, the key is
+    // read again and then held.
+    let settled = eventually(Duration::from_secs(5), || async {
+        app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+        let lookups = app.key_lookups().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+        app.key_lookups().await == lookups
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the key is held once the change was seen"
+    );
+    let lookups = app.key_lookups().await;
+    // Thirty polls that find the counter where it was.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.get("/api/v1/Me", &t.read, t.org_id).await.ok(200);
+    assert_eq!(app.key_lookups().await, lookups, "still held as verified");
+}
