@@ -180,15 +180,21 @@ pub fn push_random_base62(out: &mut String, n: usize) {
     let mut taken = 0;
     while taken < n {
         getrandom::fill(&mut pool).expect("the operating system's random source failed");
-        for &b in &pool {
-            // 248 = 4 * 62: rejecting the top values keeps every character equally likely.
-            if b < 248 && taken < n {
-                out.push(ALPHABET[(b % 62) as usize] as char);
-                taken += 1;
+        for c in pool.iter().filter_map(|&b| base62(b)) {
+            if taken == n {
+                break;
             }
+            out.push(c);
+            taken += 1;
         }
     }
     pool.fill(0);
+}
+
+/// The character a random byte stands for, or `None` for the top eight values: 248 is
+/// 4 × 62, so rejecting the rest keeps every character equally likely.
+fn base62(b: u8) -> Option<char> {
+    (b < 248).then(|| ALPHABET[(b % 62) as usize] as char)
 }
 
 /// Whether text holds something shaped like one of our keys, wherever it was sent: one of
@@ -285,6 +291,47 @@ mod tests {
         assert!(!format!("{key:?}").contains(&secret[PREFIX_LEN..]));
         assert!(!format!("{key}").contains(&secret[PREFIX_LEN..]));
         assert!(!format!("{:?}", key.digest()).contains(&secret[PREFIX_LEN..]));
+    }
+
+    #[test]
+    fn every_byte_below_248_stands_for_one_character_and_the_rest_for_none() {
+        let mut counts = [0u32; 62];
+        for b in 0..=255u8 {
+            match base62(b) {
+                Some(c) => {
+                    assert!(b < 248, "{b}");
+                    counts[ALPHABET.iter().position(|&a| a as char == c).unwrap()] += 1;
+                }
+                None => assert!(b >= 248, "{b}"),
+            }
+        }
+        assert_eq!(counts, [4; 62], "each character four times");
+        assert_eq!(base62(0), Some('0'));
+        assert_eq!(base62(247), Some('z'));
+    }
+
+    #[test]
+    fn random_bodies_have_the_asked_length_and_use_the_whole_alphabet() {
+        let mut seen = std::collections::HashSet::new();
+        for n in [0, 1, 63, 64, 65, 200] {
+            let mut s = String::from("x");
+            push_random_base62(&mut s, n);
+            assert_eq!(s.len(), n + 1);
+            seen.extend(s[1..].chars());
+        }
+        // 393 draws miss one of 62 characters with a chance of about 62 · (61/62)^393.
+        assert!(seen.len() > 55, "{}", seen.len());
+    }
+
+    #[test]
+    fn something_shaped_like_a_key_is_recognised_in_any_letter_case() {
+        assert!(looks_like_key("x=sai_live_abc"));
+        assert!(looks_like_key("SAI_TEST_"));
+        assert!(looks_like_key("Sai_Live_"));
+        assert!(!looks_like_key("sai_prod_abc"));
+        assert!(!looks_like_key("sai_live"));
+        assert!(!looks_like_key("xai_live_abc"));
+        assert!(!looks_like_key("sai-live_abc"));
     }
 
     #[test]

@@ -277,7 +277,19 @@ async fn a_demoted_owners_admin_key_acts_with_write_scope_from_the_next_request(
         .get("/api/v1/ApiKey", &t.admin, t.org_id)
         .await
         .problem(403, "insufficient_scope");
-    assert!(r["detail"].as_str().unwrap().contains("write"), "{r}");
+    assert_eq!(
+        r["detail"],
+        "This operation needs a key with admin scope; this key acts with write scope, \
+         the most its owner's role allows.",
+    );
+    let r = app
+        .post("/api/v1/Agent", &t.read, t.org_id, json!({"name": "x"}))
+        .await
+        .problem(403, "insufficient_scope");
+    assert_eq!(
+        r["detail"],
+        "This operation needs a key with write scope; this key has read scope."
+    );
     let body = json!({"name": "crm-prod-sync", "scope": "write"});
     app.post("/api/v1/ApiKey", &t.admin, t.org_id, body)
         .await
