@@ -15,6 +15,7 @@ mod key_lifecycle;
 mod membership;
 mod model_server;
 mod openapi;
+mod outage;
 mod postgres;
 mod process;
 mod rate_limits;

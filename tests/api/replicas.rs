@@ -1,4 +1,6 @@
-//! Several replicas: two `siesta serve` processes on one PostgreSQL database and one Redis.
+//! Several replicas: two `siesta serve` processes (or two servers in this process, where a
+//! test needs settings the command line does not offer) on one PostgreSQL database and one
+//! Redis.
 //! Data written through one is read through the other, a key deleted through one is refused
 //! by the other within a second, a key's limit holds across both, and with Redis gone both
 //! keep serving with limits of their own.
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::helpers::*;
 
@@ -28,10 +30,21 @@ fn redis_url_or_skip() -> Option<String> {
 /// for announcements, so that what a listener hears can only come from its own test.
 static ANNOUNCEMENTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One `siesta serve` process.
+/// One replica: a `siesta serve` process, or a server run in this process with settings the
+/// command line does not offer.
 struct Replica {
     base: String,
-    _child: Child,
+    /// The process, or the server task: dropping it stops the replica.
+    _running: Box<dyn Send>,
+}
+
+/// A server task of this process, stopped when the replica is dropped.
+struct Served(tokio::task::JoinHandle<()>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The first replica's bootstrap credentials (an admin key).
@@ -94,9 +107,30 @@ impl Replica {
         });
         let replica = Replica {
             base: base.expect("the replica said where it listens"),
-            _child: child,
+            _running: Box::new(child),
         };
         (replica, admin)
+    }
+
+    /// Starts a replica in this process on `database`, with `settings` and files of its own
+    /// in `dir`; it listens when this returns.
+    async fn in_process(database: &str, dir: &Path, settings: siesta::Settings) -> Replica {
+        let store = siesta::store::open(database)
+            .await
+            .expect("the database opens");
+        let settings = siesta::Settings {
+            data_dir: tempfile::tempdir_in(dir).unwrap().keep().join("files"),
+            ..settings
+        };
+        let server = siesta::Server::bind("127.0.0.1:0".parse().unwrap(), settings, store)
+            .await
+            .expect("binds port 0");
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let task = tokio::spawn(server.run(std::future::pending()));
+        Replica {
+            base,
+            _running: Box::new(Served(task)),
+        }
     }
 }
 
@@ -110,6 +144,51 @@ async fn two_replicas(
     let (a, admin) = Replica::start(&database.url, redis, dir, true).await;
     let (b, _) = Replica::start(&database.url, redis, dir, false).await;
     (database, a, b, admin.unwrap())
+}
+
+/// Two replicas run in this process, each with `settings`, on a fresh database, and an admin
+/// key made in it.
+async fn two_replicas_in_process(
+    server: &str,
+    dir: &Path,
+    settings: siesta::Settings,
+) -> (TestDatabase, Replica, Replica, Admin) {
+    use siesta::clock::Timestamp;
+    use siesta::lifecycle::{self, Actor};
+    use siesta::store::{AuditRecord, Membership, Organization, Role, User};
+    let database = TestDatabase::fresh_postgres(server).await;
+    let a = Replica::in_process(&database.url, dir, settings.clone()).await;
+    let b = Replica::in_process(&database.url, dir, settings).await;
+    let store = siesta::store::open(&database.url).await.unwrap();
+    let org = Organization {
+        id: uuid::Uuid::now_v7(),
+        name: "Acme".into(),
+        created_at: Timestamp::now(),
+    };
+    store.create_org(&org).await.unwrap();
+    let user = User {
+        id: uuid::Uuid::now_v7(),
+        email: "ops@acme.test".into(),
+        created_at: Timestamp::now(),
+    };
+    store.create_user(&user).await.unwrap();
+    let member = Membership {
+        org_id: org.id,
+        user_id: user.id,
+        role: Role::Owner,
+        created_at: Timestamp::now(),
+    };
+    let added = AuditRecord::event(org.id, "member.added", "cli");
+    store.add_member(&member, added).await.unwrap();
+    let spec = spec("ops-prod-admin", siesta::key::Scope::Admin);
+    let (_, key) = lifecycle::create(&*store, org.id, user.id, &spec, &Actor::Cli)
+        .await
+        .unwrap();
+    let admin = Admin {
+        key: key.reveal().to_owned(),
+        org: org.id.to_string(),
+    };
+    (database, a, b, admin)
 }
 
 struct Client(reqwest::Client);
@@ -266,6 +345,112 @@ async fn a_key_deleted_through_one_replica_is_refused_by_the_other_within_a_seco
         lags[lags.len() / 2],
         lags[lags.len() - 1]
     );
+}
+
+/// Asks `replica` for `/api/v1/Me` with `key` until it is refused (or `within` has passed),
+/// and returns the last answer.
+async fn refused_within(
+    http: &Client,
+    replica: &Replica,
+    key: &str,
+    org: &str,
+    within: Duration,
+) -> (u16, Value) {
+    let last = std::cell::RefCell::new((0, Value::Null));
+    eventually(within, || async {
+        let answer = http.get(replica, "/api/v1/Me", key, org).await;
+        let refused = answer.0 != 200;
+        *last.borrow_mut() = answer;
+        refused
+    })
+    .await;
+    last.into_inner()
+}
+
+#[tokio::test]
+async fn a_replica_drops_a_key_deleted_or_rotated_through_another_on_the_announcement_alone() {
+    let (Some(server), Some(redis)) = (postgres_url_or_skip(), redis_url_or_skip()) else {
+        return;
+    };
+    let _announcing = ANNOUNCEMENTS.lock().await;
+    // The change counter is read once at start, then after an hour, and nothing stays cached
+    // for less: within the test, only a Redis announcement can make a replica drop a key.
+    let settings = siesta::Settings {
+        redis_url: Some(redis.into()),
+        change_poll: Duration::from_secs(3600),
+        key_cache_ttl: Duration::from_secs(3600),
+        rate_limit: 100_000,
+        ..siesta::Settings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, a, b, admin) = two_replicas_in_process(&server, dir.path(), settings).await;
+    let http = Client::new();
+    for r in [&a, &b] {
+        let ready = wait_for_readiness(&http, r, "ready").await;
+        assert_eq!(
+            ready,
+            json!({"status": "ready", "database": "ok", "redis": "ok"})
+        );
+    }
+    let admin_path = |id: &str, action: &str| format!("/api/v1/ApiKey/{id}{action}");
+    // Several rounds, so that the first announcement heard cannot be mistaken for the cache
+    // a replica empties when its subscription starts.
+    for round in 0..3 {
+        let (id, key) = http
+            .new_key(&a, &admin, json!({"name": format!("deleted-{round}")}))
+            .await;
+        let (status, _) = http.get(&b, "/api/v1/Me", &key, &admin.org).await;
+        assert_eq!(
+            status, 200,
+            "the other replica verifies the key, and caches it"
+        );
+        let (status, _) = http
+            .call(
+                reqwest::Method::DELETE,
+                &a,
+                &admin_path(&id, ""),
+                &admin.key,
+                &admin.org,
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let (status, body) =
+            refused_within(&http, &b, &key, &admin.org, Duration::from_secs(1)).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (401, &json!("invalid_api_key")),
+            "round {round}: a deleted key is refused by the other replica within a second: {body}"
+        );
+
+        let (id, key) = http
+            .new_key(&a, &admin, json!({"name": format!("rotated-{round}")}))
+            .await;
+        let (status, _) = http.get(&b, "/api/v1/Me", &key, &admin.org).await;
+        assert_eq!(status, 200);
+        let (status, successor) = http
+            .call(
+                reqwest::Method::POST,
+                &a,
+                &admin_path(&id, "/rotate"),
+                &admin.key,
+                &admin.org,
+                Some(json!({"grace": "0"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{successor}");
+        let (status, body) =
+            refused_within(&http, &b, &key, &admin.org, Duration::from_secs(1)).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (401, &json!("expired_api_key")),
+            "round {round}: a key rotated without grace is refused by the other replica \
+             within a second: {body}"
+        );
+        let successor = successor["key"].as_str().unwrap();
+        let (status, _) = http.get(&b, "/api/v1/Me", successor, &admin.org).await;
+        assert_eq!(status, 200, "its successor works there");
+    }
 }
 
 /// Sends `n` requests with `key`, alternating between the replicas; counts each status.
@@ -441,6 +626,14 @@ async fn with_redis_gone_replicas_keep_serving_with_limits_of_their_own_and_reco
     assert_eq!(status, 200);
 }
 
+/// What every key change is announced as: `keys` on the channel the replicas follow.
+#[track_caller]
+fn assert_announcement(message: &redis::Msg) {
+    assert_eq!(message.get_channel_name(), "siesta:keys-changed");
+    let payload: String = message.get_payload().expect("a text payload");
+    assert_eq!(payload, "keys");
+}
+
 /// Runs the command line on `database`, with the Redis the replicas share, and reads its JSON.
 async fn siesta(database: &str, redis: &str, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_siesta"))
@@ -511,10 +704,10 @@ async fn the_command_line_announces_its_key_changes_to_the_replicas() {
     ] {
         siesta(db, &redis, &args).await;
         let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
-        assert!(
-            matches!(heard, Ok(Some(_))),
-            "{args:?} was announced on Redis"
-        );
+        let Ok(Some(message)) = heard else {
+            panic!("{args:?} was not announced on Redis");
+        };
+        assert_announcement(&message);
     }
 }
 
@@ -561,10 +754,16 @@ async fn deletes_and_rotations_through_the_api_are_announced_on_redis() {
         .ok(200);
     let successor = rotated["id"].as_str().unwrap().to_owned();
     let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
-    assert!(matches!(heard, Ok(Some(_))), "the rotation was announced");
+    let Ok(Some(message)) = heard else {
+        panic!("the rotation was not announced");
+    };
+    assert_announcement(&message);
     app.delete(&format!("/api/v1/ApiKey/{successor}"), &t.admin, t.org_id)
         .await
         .ok(204);
     let heard = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
-    assert!(matches!(heard, Ok(Some(_))), "the delete was announced");
+    let Ok(Some(message)) = heard else {
+        panic!("the delete was not announced");
+    };
+    assert_announcement(&message);
 }
