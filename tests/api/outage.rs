@@ -135,9 +135,16 @@ async fn organization(store: &dyn Store, keys: &[(&str, Scope)]) -> (Uuid, Vec<S
     store.add_member(&member, added).await.unwrap();
     let mut values = Vec::new();
     for (name, scope) in keys {
-        let (_, key) = lifecycle::create(store, org.id, user.id, &spec(name, *scope), &Actor::Cli)
-            .await
-            .unwrap();
+        let (_, key) = lifecycle::create(
+            store,
+            org.id,
+            user.id,
+            &spec(name, *scope),
+            &Actor::Cli,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
         values.push(key.reveal().to_owned());
     }
     (org.id, values)

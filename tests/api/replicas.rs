@@ -181,9 +181,16 @@ async fn two_replicas_in_process(
     let added = AuditRecord::event(org.id, "member.added", "cli");
     store.add_member(&member, added).await.unwrap();
     let spec = spec("ops-prod-admin", siesta::key::Scope::Admin);
-    let (_, key) = lifecycle::create(&*store, org.id, user.id, &spec, &Actor::Cli)
-        .await
-        .unwrap();
+    let (_, key) = lifecycle::create(
+        &*store,
+        org.id,
+        user.id,
+        &spec,
+        &Actor::Cli,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let admin = Admin {
         key: key.reveal().to_owned(),
         org: org.id.to_string(),
