@@ -22,3 +22,4 @@ mod realtime;
 mod replicas;
 mod sources;
 mod tasks;
+mod wire;
