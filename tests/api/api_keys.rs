@@ -1,4 +1,7 @@
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use siesta::clock::Timestamp;
 
 use crate::helpers::*;
 
@@ -183,5 +186,106 @@ async fn a_key_deleted_over_http_stops_at_once_and_other_orgs_keys_are_404() {
     assert_eq!(
         log["items"][0]["keyName"], "test-suite-admin",
         "names the key that made the request"
+    );
+}
+
+/// The organization's key with this id, as the admin key lists it.
+async fn listed_key(app: &TestApp, t: &Tenant, name: &str, id: &Value) -> Value {
+    let path = format!("/api/v1/ApiKey?Search={name}&Limit=100");
+    let listed = app.get(&path, &t.admin, t.org_id).await.ok(200);
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == *id)
+        .unwrap_or_else(|| panic!("{id} is listed: {listed}"))
+        .clone()
+}
+
+/// A time the server wrote, in milliseconds since the epoch.
+#[track_caller]
+fn millis(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("a time, got {v}"));
+    Timestamp::parse(s)
+        .unwrap_or_else(|| panic!("RFC 3339: {s}"))
+        .millis()
+}
+
+#[tokio::test]
+async fn a_rotation_without_a_body_keeps_the_old_key_for_exactly_24_hours() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    for (name, body) in [("crm-prod-sync", None), ("erp-prod-sync", Some(json!({})))] {
+        let made = app
+            .post("/api/v1/ApiKey", &t.admin, t.org_id, json!({"name": name}))
+            .await
+            .ok(201);
+        let path = format!("/api/v1/ApiKey/{}/rotate", made["id"].as_str().unwrap());
+        let rotated = match body {
+            None => {
+                app.rotate_with_default_grace(&t, made["id"].as_str().unwrap())
+                    .await
+            }
+            Some(b) => app.post(&path, &t.admin, t.org_id, b).await,
+        };
+        let successor = rotated.ok(200);
+        // The successor is created at the moment of the rotation, and the old key's grace
+        // ends 24 hours after that moment, to the millisecond.
+        let old = listed_key(&app, &t, name, &made["id"]).await;
+        assert_eq!(old["replacedBy"], successor["id"]);
+        let grace = millis(&old["graceEndsAt"]) - millis(&successor["createdAt"]);
+        assert_eq!(grace, 24 * 3600 * 1000, "{name}: {old}");
+        assert!(old["expiresAt"].is_null(), "a grace period, not a lifetime");
+        let new = listed_key(&app, &t, name, &successor["id"]).await;
+        assert!(new["graceEndsAt"].is_null() && new["replacedBy"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn last_used_at_is_null_until_a_key_is_used_then_the_time_of_that_use() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let made = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "crm-prod-sync"}),
+        )
+        .await
+        .ok(201);
+    assert!(made["lastUsedAt"].is_null(), "{made}");
+    let never = listed_key(&app, &t, "crm-prod-sync", &made["id"]).await;
+    assert!(never["lastUsedAt"].is_null(), "never used: {never}");
+
+    let key = made["key"].as_str().unwrap();
+    app.get("/api/v1/Me", key, t.org_id).await.ok(200);
+    // The first use in a minute is written within a second (buffered, not a write per
+    // request); the deadline here is generous.
+    let last_used =
+        || async { listed_key(&app, &t, "crm-prod-sync", &made["id"]).await["lastUsedAt"].clone() };
+    let recorded = eventually(Duration::from_secs(5), || async {
+        !last_used().await.is_null()
+    })
+    .await;
+    assert!(recorded.is_some(), "lastUsedAt is shown after a use");
+    let shown = last_used().await;
+    let after = app
+        .post(
+            "/api/v1/ApiKey",
+            &t.admin,
+            t.org_id,
+            json!({"name": "clock-prod-probe"}),
+        )
+        .await
+        .ok(201);
+    // Kept to the minute: no earlier than the start of the minute the key was created in
+    // (the use came after), no later than a moment after the use, both by the server's clock.
+    let used = millis(&shown);
+    let created = millis(&made["createdAt"]);
+    assert!(created - created % 60_000 <= used, "{shown} after {made}");
+    assert!(
+        used <= millis(&after["createdAt"]),
+        "{shown} before {after}"
     );
 }

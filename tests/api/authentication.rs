@@ -1,10 +1,12 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
 use siesta::key::{ApiKey, Environment, Scope};
 use siesta::store::Role;
 use siesta::Settings;
+
+use uuid::Uuid;
 
 use crate::helpers::*;
 
@@ -191,9 +193,12 @@ async fn row_5_a_missing_or_empty_org_id_is_missing_org_id() {
     app.call(Method::GET, "/api/v1/Me", Some(&t.read), None, None)
         .await
         .problem(401, "missing_org_id");
-    app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some(" "), None)
-        .await
-        .problem(401, "missing_org_id");
+    // Empty, or nothing but blanks (which HTTP itself strips): missing, not malformed.
+    for blank in ["", " ", "   ", "\t", " \t "] {
+        app.call(Method::GET, "/api/v1/Me", Some(&t.read), Some(blank), None)
+            .await
+            .problem(401, "missing_org_id");
+    }
 }
 
 #[tokio::test]
@@ -675,4 +680,194 @@ async fn a_method_a_path_does_not_take_is_refused_with_the_methods_it_does() {
     let r = app.call(Method::POST, "/healthz", None, None, None).await;
     r.problem(405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET,HEAD"));
+}
+
+/// A member of the tenant's organization with a `read` key of their own, limited to
+/// `rate_limit` requests a minute.
+async fn members_read_key(
+    app: &TestApp,
+    t: &Tenant,
+    email: &str,
+    rate_limit: u32,
+) -> (Uuid, String) {
+    let dev = app.create_user(email).await;
+    app.add_member(t.org_id, dev, Role::Member).await;
+    let mut s = spec(&format!("{}-prod-sync", &email[..3]), Scope::Read);
+    s.rate_limit = Some(rate_limit);
+    let (_, key) = app.issue_spec(t.org_id, dev, s).await;
+    (dev, key)
+}
+
+/// Spends a key's whole burst of one request: the next is refused for its rate limit.
+async fn spend_the_only_request(app: &TestApp, key: &str, org: Uuid) {
+    app.get("/api/v1/Me", key, org).await.ok(200);
+    app.get("/api/v1/Me", key, org)
+        .await
+        .problem(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn row_8_an_owner_who_left_comes_after_the_org_checks_and_before_scope_rate_and_resource() {
+    // Waiting for the removal and the expiry fails many requests from this address.
+    let app = spawn_app_with(Settings {
+        auth_failure_limit: 1_000,
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let other = app.tenant("Globex").await;
+    let (dev, key) = members_read_key(&app, &t, "dev@acme.example", 1).await;
+    spend_the_only_request(&app, &key, t.org_id).await;
+    // A key of the same owner that is past its expiry as well.
+    let mut s = spec("dev-prod-expiring", Scope::Read);
+    s.expires_in = Some(Duration::from_secs(1));
+    let (_, expiring) = app.issue_spec(t.org_id, dev, s).await;
+
+    // And one that is neither, to see when the removal has reached the server.
+    let (_, witness) = app
+        .issue(t.org_id, dev, "dev-prod-witness", Scope::Read)
+        .await;
+    let audit = siesta::store::AuditRecord::event(t.org_id, "member.removed", "cli");
+    app.store.remove_member(t.org_id, dev, audit).await.unwrap();
+    let seen = app
+        .me_answers(Duration::from_secs(5), &witness, t.org_id, 403)
+        .await;
+    assert!(seen.is_some(), "the removal reaches the server");
+
+    // Rows 4 to 7 come first: expiry, a missing, malformed or foreign org id.
+    let expired = app
+        .me_answers(Duration::from_secs(5), &expiring, t.org_id, 401)
+        .await;
+    assert!(expired.is_some(), "the second key expires");
+    app.get("/api/v1/Me", &expiring, t.org_id)
+        .await
+        .problem(401, "expired_api_key");
+    let me = "/api/v1/Me";
+    app.call(Method::GET, me, Some(&key), None, None)
+        .await
+        .problem(401, "missing_org_id");
+    app.call(Method::GET, me, Some(&key), Some("acme"), None)
+        .await
+        .problem(403, "invalid_org_id");
+    app.get(me, &key, other.org_id)
+        .await
+        .problem(403, "org_access_denied");
+    app.get(me, &key, Uuid::now_v7())
+        .await
+        .problem(403, "org_access_denied");
+    // Row 8 itself, over the key's rate limit (row 11) and for a missing resource (row 12).
+    app.get(me, &key, t.org_id)
+        .await
+        .problem(403, "key_owner_not_member");
+    let missing = format!("/api/v1/Agent/{}", Uuid::now_v7());
+    app.get(&missing, &key, t.org_id)
+        .await
+        .problem(403, "key_owner_not_member");
+    // And before scope (row 10): a read key asked to write, or for the audit log.
+    app.post("/api/v1/Agent", &key, t.org_id, json!({"name": "a"}))
+        .await
+        .problem(403, "key_owner_not_member");
+    app.get("/api/v1/AuditLog", &key, t.org_id)
+        .await
+        .problem(403, "key_owner_not_member");
+}
+
+#[tokio::test]
+async fn row_11_a_key_over_its_rate_limit_comes_after_the_org_checks_and_scope_and_before_the_resource(
+) {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    let other = app.tenant("Globex").await;
+    let (_, key) = members_read_key(&app, &t, "ops@acme.example", 1).await;
+    spend_the_only_request(&app, &key, t.org_id).await;
+    let me = "/api/v1/Me";
+    // Rows 5 to 7 come first.
+    app.call(Method::GET, me, Some(&key), None, None)
+        .await
+        .problem(401, "missing_org_id");
+    app.call(Method::GET, me, Some(&key), Some("acme"), None)
+        .await
+        .problem(403, "invalid_org_id");
+    app.get(me, &key, other.org_id)
+        .await
+        .problem(403, "org_access_denied");
+    // Row 10 comes first: an operation the key's scope does not allow.
+    app.post("/api/v1/Agent", &key, t.org_id, json!({"name": "a"}))
+        .await
+        .problem(403, "insufficient_scope");
+    app.get("/api/v1/AuditLog", &key, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    app.get("/api/v1/ApiKey", &key, t.org_id)
+        .await
+        .problem(403, "insufficient_scope");
+    // Row 12 comes after: a missing resource, or a path that names nothing, is not looked
+    // up for a key over its limit.
+    for path in [
+        format!("/api/v1/Agent/{}", Uuid::now_v7()),
+        format!("/api/v1/Task/{}", Uuid::now_v7()),
+        "/api/v1/Nothing".to_owned(),
+    ] {
+        let r = app.get(&path, &key, t.org_id).await;
+        r.problem(429, "rate_limited");
+        assert!(r.header("retry-after").is_some(), "{path}");
+    }
+}
+
+/// The `r` and `t` of a `RateLimit` field of the `api-key` policy.
+#[track_caller]
+fn rate_limit_field(r: &Reply) -> (u64, u64) {
+    let field = r.header("ratelimit").expect("a RateLimit header");
+    let params = field
+        .strip_prefix("\"api-key\";")
+        .unwrap_or_else(|| panic!("the api-key policy: {field}"));
+    let mut r_and_t = params.split(';').map(|p| p.split_once('=').unwrap());
+    let (rn, rv) = r_and_t.next().unwrap();
+    let (tn, tv) = r_and_t.next().unwrap();
+    assert_eq!((rn, tn, r_and_t.next()), ("r", "t", None), "{field}");
+    (rv.parse().unwrap(), tv.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_ratelimit_header_says_requests_left_and_seconds_until_the_burst_is_full() {
+    let app = spawn_app().await;
+    let t = app.tenant("Acme").await;
+    // 3 a minute: a burst of 3, and one more every 20 s. Each request spends 20 s of the
+    // bucket, so after k requests made at once it is full again in 20 k seconds.
+    let mut s = spec("crm-prod-slow", Scope::Read);
+    s.rate_limit = Some(3);
+    let (_, key) = app.issue_spec(t.org_id, t.owner, s).await;
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(app.get("/api/v1/Me", &key, t.org_id).await);
+    }
+    // The server's clock moved at most this much between the first and the last request;
+    // `t` is rounded up, so with less than a second it is exact.
+    let slack = started.elapsed().as_secs();
+    for (k, r) in answers[..3].iter().enumerate() {
+        r.ok(200);
+        assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=3;w=60"));
+        let (left, full_in) = rate_limit_field(r);
+        let k = k as u64 + 1;
+        assert_eq!(left, 3 - k, "request {k}");
+        assert!(
+            (20 * k - slack..=20 * k).contains(&full_in),
+            "request {k}: t={full_in}, expected {} (slack {slack} s)",
+            20 * k
+        );
+    }
+    // The fourth is refused: nothing left, full in 60 s, the next one passes in 20 s.
+    let refused = &answers[3];
+    refused.problem(429, "rate_limited");
+    let (left, full_in) = rate_limit_field(refused);
+    assert_eq!(left, 0);
+    assert!((60 - slack..=60).contains(&full_in), "t={full_in}");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((20 - slack..=20).contains(&retry), "Retry-After {retry}");
+
+    // With the server's default of 600 a minute, one request leaves 599, full in 1 s.
+    let r = app.get("/api/v1/Me", &t.read, t.org_id).await;
+    assert_eq!(r.header("ratelimit-policy"), Some("\"api-key\";q=600;w=60"));
+    assert_eq!(r.header("ratelimit"), Some("\"api-key\";r=599;t=1"));
 }

@@ -4,6 +4,7 @@
 mod abuse;
 mod agents;
 mod api_keys;
+mod audit_log;
 mod authentication;
 mod bodies;
 mod connections;
@@ -23,3 +24,4 @@ mod realtime;
 mod replicas;
 mod sources;
 mod tasks;
+mod wire;
