@@ -1,4 +1,4 @@
-//! API keys over HTTP, for admin keys: list and search, create, rotate, delete.
+//! API keys over HTTP, for admin keys: list and search, create, get, rotate, delete.
 //!
 //! The same rules as the command line, through the same [`lifecycle`] functions; a change
 //! here drops this server's verified keys at once, and other servers' within a second.
@@ -231,6 +231,21 @@ async fn rotate_key(
     Ok(audited(Json(IssuedKey::new(record, &key))))
 }
 
+/// Get one key of the organization: its record, never its value. A deleted key, or another
+/// organization's, is not found.
+#[utoipa::path(
+    get, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
+    params(("keyId" = uuid::Uuid, Path)),
+    responses((status = 200, body = KeyRecord)),
+)]
+async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<KeyRecord>> {
+    Ok(Json(state.store.get_key(caller.org_id, id).await?))
+}
+
 /// Delete a key; it stops working at once.
 #[utoipa::path(
     delete, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
@@ -251,5 +266,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_keys, create_key))
         .routes(routes!(rotate_key))
-        .routes(routes!(delete_key))
+        .routes(routes!(get_key, delete_key))
 }

@@ -164,10 +164,20 @@ async fn a_key_deleted_over_http_stops_at_once_and_other_orgs_keys_are_404() {
                 .await
         )
     );
+    let theirs = not_found(app.get(&path, &b.admin, b.org_id).await);
+    assert_eq!(theirs, not_found(app.get(&never, &b.admin, b.org_id).await));
+    app.get(&path, &a.read, a.org_id)
+        .await
+        .problem(403, "insufficient_scope");
     app.get("/api/v1/Me", &key, a.org_id).await.ok(200);
+    let one = app.get(&path, &a.admin, a.org_id).await.ok(200);
+    assert_eq!(one["id"], made["id"]);
+    assert_eq!(one["name"], "crm-prod-sync");
+    assert!(one.get("key").is_none(), "never the value: {one}");
 
     let r = app.delete(&path, &a.admin, a.org_id).await;
     assert_eq!(r.status, 204);
+    not_found(app.get(&path, &a.admin, a.org_id).await);
     app.get("/api/v1/Me", &key, a.org_id)
         .await
         .problem(401, "invalid_api_key");
@@ -189,17 +199,27 @@ async fn a_key_deleted_over_http_stops_at_once_and_other_orgs_keys_are_404() {
     );
 }
 
-/// The organization's key with this id, as the admin key lists it.
+/// The organization's key with this id, as the admin key gets it, after checking that the
+/// list shows the same.
 async fn listed_key(app: &TestApp, t: &Tenant, name: &str, id: &Value) -> Value {
     let path = format!("/api/v1/ApiKey?Search={name}&Limit=100");
     let listed = app.get(&path, &t.admin, t.org_id).await.ok(200);
-    listed["items"]
+    let item = listed["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|k| k["id"] == *id)
         .unwrap_or_else(|| panic!("{id} is listed: {listed}"))
-        .clone()
+        .clone();
+    let path = format!("/api/v1/ApiKey/{}", id.as_str().unwrap());
+    let one = app.get(&path, &t.admin, t.org_id).await.ok(200);
+    // A use may be recorded in between.
+    let settled = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("lastUsedAt");
+        v
+    };
+    assert_eq!(settled(one.clone()), settled(item));
+    one
 }
 
 /// A time the server wrote, in milliseconds since the epoch.
