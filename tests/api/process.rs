@@ -13,10 +13,13 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_siesta");
 
-struct Running {
-    child: Child,
-    base: String,
-    stdout: Vec<String>,
+pub(crate) struct Running {
+    pub child: Child,
+    /// `http://` and the bound address, from the `listening on` line.
+    pub base: String,
+    /// The `listening on` line and the bootstrap block, if any.
+    pub stdout: Vec<String>,
+    rest: tokio::task::JoinHandle<Vec<String>>,
     stderr: tokio::task::JoinHandle<String>,
 }
 
@@ -44,6 +47,20 @@ async fn start(site: Site<'_>, log: &str) -> Running {
 
 /// As [`start`], with more flags, and at most `open_files` open files when given.
 async fn start_with(site: Site<'_>, log: &str, flags: &[&str], open_files: Option<u32>) -> Running {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--database", site.db];
+    args.extend_from_slice(flags);
+    launch(site.dir, &args, &[("RUST_LOG", log)], open_files).await
+}
+
+/// Starts `siesta serve ARGS` in `dir` with these environment variables and no other
+/// `SIESTA_*` one, and reads stdout up to the end of the bootstrap block (or just the
+/// listening line when there is none).
+pub(crate) async fn launch(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    open_files: Option<u32>,
+) -> Running {
     let mut command = match open_files {
         // The shell lowers the limit, then becomes the server.
         Some(n) => {
@@ -53,12 +70,16 @@ async fn start_with(site: Site<'_>, log: &str, flags: &[&str], open_files: Optio
         }
         None => Command::new(BIN),
     };
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SIESTA_") {
+            command.env_remove(name);
+        }
+    }
     let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", site.db])
-        .args(flags)
-        .env("RUST_LOG", log)
-        .current_dir(site.dir)
-        .env_remove("SIESTA_DATABASE_URL")
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -74,8 +95,14 @@ async fn start_with(site: Site<'_>, log: &str, flags: &[&str], open_files: Optio
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
         .expect("listening line in time")
-        .unwrap()
-        .expect("a first line");
+        .unwrap();
+    let Some(first) = first else {
+        let _ = child.wait().await;
+        panic!(
+            "siesta serve ended before listening: {}",
+            stderr.await.unwrap()
+        );
+    };
     let base = first
         .strip_prefix("listening on ")
         .expect("first line is the listening line")
@@ -91,11 +118,18 @@ async fn start_with(site: Site<'_>, log: &str, flags: &[&str], open_files: Optio
             break;
         }
     }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
     Running {
         child,
         base,
         stdout,
+        rest,
         stderr,
     }
 }
@@ -128,14 +162,25 @@ async fn cli_json(site: Site<'_>, args: &[&str]) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("JSON from {args:?}: {stdout}"))
 }
 
-async fn terminate(mut r: Running) -> (std::process::ExitStatus, String) {
+/// Sends SIGTERM and waits for the exit: its status, and everything on stderr.
+pub(crate) async fn terminate(r: Running) -> (std::process::ExitStatus, String) {
+    let (status, _, stderr) = terminate_all(r).await;
+    (status, stderr)
+}
+
+/// As [`terminate`], with every line stdout carried.
+pub(crate) async fn terminate_all(
+    mut r: Running,
+) -> (std::process::ExitStatus, Vec<String>, String) {
     let pid = r.child.id().unwrap() as i32;
     unsafe_kill(pid, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), r.child.wait())
         .await
         .expect("exits in time")
         .unwrap();
-    (status, r.stderr.await.unwrap())
+    let mut stdout = r.stdout;
+    stdout.extend(r.rest.await.unwrap());
+    (status, stdout, r.stderr.await.unwrap())
 }
 
 fn unsafe_kill(pid: i32, signal: &str) {
@@ -197,44 +242,102 @@ async fn first_start_prints_a_working_curl_once_and_never_again() {
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDatabase::fresh(dir.path()).await;
-    let site = Site::of(&dir, &db);
-    let r = start(site, "info").await;
-    let org = field(&r.stdout, "X-Org-Id:").unwrap();
-    let key = field(&r.stdout, "X-Api-Key:").unwrap();
-    assert_eq!(get(&r.base, "/api/v1/Me", &key, &org).await.status(), 200);
-
-    // A request whose body is only half sent when the signal arrives.
-    let addr = r.base.strip_prefix("http://").unwrap().to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let body = json!({"name": "in-flight"}).to_string();
+/// A `POST` whose head the server has read and whose body it is waiting for: sent with
+/// `Expect: 100-continue`, it is in flight once the server answers `100 Continue`.
+async fn in_flight(addr: &str, key: &str, org: &str, path: &str, body: &Value) -> InFlight {
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /api/v1/Agent HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {key}\r\nX-Org-Id: {org}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Api-Key: {key}\r\nX-Org-Id: {org}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body.as_bytes()[..5]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte))
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the server closed: {}",
+            String::from_utf8_lossy(&interim)
+        );
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    InFlight { stream, body }
+}
+
+struct InFlight {
+    stream: tokio::net::TcpStream,
+    body: String,
+}
+
+impl InFlight {
+    /// Sends the body and reads the whole answer.
+    async fn finish(mut self) -> String {
+        self.stream.write_all(self.body.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        self.stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_finishes_the_requests_in_flight_writes_every_buffered_record_and_exits_zero(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let mut r = start(site, "info").await;
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    let addr = r.base.strip_prefix("http://").unwrap().to_owned();
+
+    // Reads, whose records wait in memory for the next batch, up to the signal.
+    let reads = 20;
+    for _ in 0..reads {
+        assert_eq!(get(&r.base, "/api/v1/Me", &key, &org).await.status(), 200);
+    }
+    // Two requests in flight: a create, and a refused create, whose record is a read's,
+    // batched, and made only when it is answered, after the signal.
+    let create = in_flight(
+        &addr,
+        &key,
+        &org,
+        "/api/v1/Agent",
+        &json!({"name": "in-flight"}),
+    )
+    .await;
+    let refused = in_flight(&addr, &key, &org, "/api/v1/Agent", &json!({"name": 7})).await;
     let pid = r.child.id().unwrap() as i32;
     unsafe_kill(pid, "TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    stream.write_all(&body.as_bytes()[5..]).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let stopped = eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(&addr).await.is_err()
+    })
+    .await;
+    assert!(stopped.is_some(), "SIGTERM stops accepting connections");
 
-    let mut r = r;
-    let status = tokio::time::timeout(Duration::from_secs(20), r.child.wait())
+    let answer = create.finish().await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let answer = refused.finish().await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Nothing is left in flight: the process ends at once, not after the drain timeout.
+    let status = tokio::time::timeout(Duration::from_secs(10), r.child.wait())
         .await
-        .unwrap()
+        .expect("the server exits once nothing is in flight")
         .unwrap();
     assert_eq!(status.code(), Some(0));
 
-    // The read before the signal was recorded, though reads are written in batches.
     let store = siesta::store::open(site.db).await.unwrap();
     let org_id = org.parse().unwrap();
     let page = siesta::store::Page {
@@ -246,11 +349,28 @@ async fn sigterm_finishes_the_request_in_flight_flushes_records_and_exits_zero()
         ..Default::default()
     };
     let log = store.list_audit(org_id, &filter, page).await.unwrap();
-    assert!(log
-        .items
-        .iter()
-        .any(|r| r.path.as_deref() == Some("/api/v1/Me")));
+    let recorded = |method: &str, path: &str, status: u16| {
+        log.items
+            .iter()
+            .filter(|r| {
+                r.method.as_deref() == Some(method)
+                    && r.path.as_deref() == Some(path)
+                    && r.status == Some(status)
+            })
+            .count()
+    };
+    assert_eq!(
+        recorded("GET", "/api/v1/Me", 200),
+        reads,
+        "every read before the signal"
+    );
+    assert_eq!(
+        recorded("POST", "/api/v1/Agent", 400),
+        1,
+        "the refusal answered after the signal, just before the exit"
+    );
     let agents = store.list_agents(org_id, None, page).await.unwrap();
+    assert_eq!(agents.items.len(), 1);
     assert_eq!(agents.items[0].name, "in-flight");
 }
 
