@@ -375,7 +375,10 @@ async fn sigterm_stops_accepting_finishes_the_requests_in_flight_writes_every_bu
 }
 
 #[tokio::test]
-async fn every_acknowledged_write_survives_kill_dash_9() {
+async fn concurrent_writers_queue_and_every_acknowledged_write_survives_kill_dash_9() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::fresh(dir.path()).await;
     let site = Site::of(&dir, &db);
@@ -383,14 +386,18 @@ async fn every_acknowledged_write_survives_kill_dash_9() {
     let org = field(&r.stdout, "X-Org-Id:").unwrap();
     let key = field(&r.stdout, "X-Api-Key:").unwrap();
     let client = reqwest::Client::new();
-    let mut acknowledged = Vec::new();
+    let killed = Arc::new(AtomicBool::new(false));
+    let created = Arc::new(AtomicUsize::new(0));
+    // Each writer writes until the server is gone: every answer it gets is a 201, since
+    // concurrent writers queue instead of failing; only the kill may end it.
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, base, key, org) =
                 (client.clone(), r.base.clone(), key.clone(), org.clone());
+            let (killed, created) = (Arc::clone(&killed), Arc::clone(&created));
             tokio::spawn(async move {
                 let mut ids = Vec::new();
-                for i in 0..25 {
+                for i in 0.. {
                     let res = client
                         .post(format!("{base}/api/v1/Agent"))
                         .header("X-Api-Key", &key)
@@ -398,28 +405,44 @@ async fn every_acknowledged_write_survives_kill_dash_9() {
                         .json(&json!({"name": format!("w{w}-{i}")}))
                         .send()
                         .await;
-                    match res {
-                        Ok(res) if res.status() == 201 => {
-                            ids.push(res.json::<Value>().await.unwrap()["id"].clone())
+                    let res = match res {
+                        Ok(res) => res,
+                        Err(e) => {
+                            assert!(killed.load(Ordering::SeqCst), "before the kill: {e}");
+                            break;
                         }
-                        _ => break,
-                    }
+                    };
+                    let status = res.status();
+                    let body = res.text().await;
+                    assert_eq!(status, 201, "writer {w}, write {i}: {body:?}");
+                    // A 201 whose body the kill cut off was not seen acknowledged.
+                    let Ok(body) = body else { break };
+                    let agent: Value = serde_json::from_str(&body).unwrap();
+                    ids.push(agent["id"].as_str().unwrap().to_owned());
+                    created.fetch_add(1, Ordering::SeqCst);
                 }
                 ids
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let busy = eventually(Duration::from_secs(30), || async {
+        created.load(Ordering::SeqCst) >= 40
+    })
+    .await;
+    assert!(busy.is_some(), "the writers got going");
+    killed.store(true, Ordering::SeqCst);
     r.child.start_kill().unwrap(); // SIGKILL
     r.child.wait().await.unwrap();
+    let mut acknowledged = Vec::new();
     for w in writers {
-        acknowledged.extend(w.await.unwrap());
+        let ids = w.await.expect("a writer saw only 201s, then the kill");
+        assert!(!ids.is_empty());
+        acknowledged.extend(ids);
     }
-    assert!(!acknowledged.is_empty());
     let store = siesta::store::open(site.db).await.unwrap();
     let org_id: uuid::Uuid = org.parse().unwrap();
     for id in &acknowledged {
-        let id: uuid::Uuid = id.as_str().unwrap().parse().unwrap();
+        let id: uuid::Uuid = id.parse().unwrap();
         store
             .get_agent(org_id, id)
             .await
