@@ -450,6 +450,32 @@ async fn concurrent_writers_queue_and_every_acknowledged_write_survives_kill_das
     }
 }
 
+/// Asks `GET /api/v1/Me` with this key until it is refused, for at most a second, and
+/// returns the refusal's status and problem code.
+async fn refused_within_a_second(base: &str, key: &str, org: &str) -> (u16, String) {
+    let refusal = std::cell::RefCell::new(None);
+    let lag = eventually(Duration::from_secs(1), || {
+        let refusal = &refusal;
+        async move {
+            let res = get(base, "/api/v1/Me", key, org).await;
+            if res.status() == 200 {
+                return false;
+            }
+            let status = res.status().as_u16();
+            let problem: Value = res.json().await.unwrap();
+            *refusal.borrow_mut() =
+                Some((status, problem["code"].as_str().unwrap_or("").to_owned()));
+            true
+        }
+    })
+    .await;
+    assert!(
+        lag.is_some(),
+        "the change reaches the server within a second"
+    );
+    refusal.into_inner().unwrap()
+}
+
 #[tokio::test]
 async fn the_cli_administers_a_running_server_within_a_second() {
     let mut app = spawn_app().await;
@@ -556,11 +582,11 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     .await;
     let new_key = rotated["key"].as_str().unwrap().to_owned();
     let base = format!("http://{}", app.addr);
-    let lag = eventually(Duration::from_secs(1), || async {
-        get(&base, "/api/v1/Me", &key, &org_id).await.status() == 401
-    })
-    .await;
-    assert!(lag.is_some());
+    assert_eq!(
+        refused_within_a_second(&base, &key, &org_id).await,
+        (401, "expired_api_key".into()),
+        "a rotated key past its grace period"
+    );
     assert_eq!(
         get(&base, "/api/v1/Me", &new_key, &org_id).await.status(),
         200
@@ -568,13 +594,10 @@ async fn the_cli_administers_a_running_server_within_a_second() {
 
     // Deletion from another process reaches the running server within a second.
     cli_json(site, &["keys", "delete", rotated["id"].as_str().unwrap()]).await;
-    let lag = eventually(Duration::from_secs(1), || async {
-        get(&base, "/api/v1/Me", &new_key, &org_id).await.status() == 401
-    })
-    .await;
-    assert!(
-        lag.is_some(),
-        "a CLI delete reaches the server within a second"
+    assert_eq!(
+        refused_within_a_second(&base, &new_key, &org_id).await,
+        (401, "invalid_api_key".into()),
+        "a deleted key"
     );
 
     // Member removal from the CLI, likewise.
@@ -609,11 +632,11 @@ async fn the_cli_administers_a_running_server_within_a_second() {
         ],
     )
     .await;
-    let lag = eventually(Duration::from_secs(1), || async {
-        get(&base, "/api/v1/Me", &third, &org_id).await.status() == 403
-    })
-    .await;
-    assert!(lag.is_some());
+    assert_eq!(
+        refused_within_a_second(&base, &third, &org_id).await,
+        (403, "key_owner_not_member".into()),
+        "a key whose owner left the organization"
+    );
 
     // Errors go to stderr with a non-zero exit.
     let (ok, stdout, stderr) =
