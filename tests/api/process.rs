@@ -668,6 +668,109 @@ async fn the_cli_administers_a_running_server_within_a_second() {
     app.stop().await;
 }
 
+/// A key of `owner`'s stored as if made `age` ago, with the key itself.
+async fn key_made_ago(
+    store: &dyn siesta::store::Store,
+    org_id: uuid::Uuid,
+    owner: uuid::Uuid,
+    name: &str,
+    age: Duration,
+) -> (uuid::Uuid, String) {
+    use siesta::key::{ApiKey, Environment, Scope};
+    let key = ApiKey::generate(Environment::Live);
+    let new = siesta::store::NewKey {
+        id: uuid::Uuid::now_v7(),
+        name: name.into(),
+        environment: Environment::Live,
+        scope: Scope::Read,
+        digest: key.digest(),
+        hint: key.hint(),
+        created_by: owner,
+        created_at: siesta::clock::Timestamp::now().minus(age),
+        expires_at: None,
+        rate_limit: None,
+    };
+    let audit = siesta::store::AuditRecord::event(org_id, "api_key.created", "cli");
+    let record = store.create_key(org_id, &new, audit).await.unwrap();
+    (record.id, key.reveal().to_owned())
+}
+
+#[tokio::test]
+async fn keys_list_unused_for_names_exactly_the_keys_not_used_for_that_long() {
+    let mut app = spawn_app().await;
+    let site = Site::of(&app.dir, &app.database);
+    let org = app.create_org("Acme").await;
+    let owner = app.create_user("owner@acme.example").await;
+    app.add_member(org, owner, siesta::store::Role::Owner).await;
+    let two_days = Duration::from_secs(2 * 86_400);
+    let (idle, _) = key_made_ago(&*app.store, org, owner, "crm-prod-retired", two_days).await;
+    let (busy, busy_key) = key_made_ago(&*app.store, org, owner, "crm-prod-sync", two_days).await;
+    let org_id = org.to_string();
+    // Made today and never used: not unused for a day yet.
+    let fresh = cli_json(
+        site,
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org_id,
+            "--user",
+            "owner@acme.example",
+            "--name",
+            "crm-prod-new",
+        ],
+    )
+    .await;
+
+    // The old key that is used today: its use is written within a second, in a batch.
+    let base = format!("http://{}", app.addr);
+    assert_eq!(
+        get(&base, "/api/v1/Me", &busy_key, &org_id).await.status(),
+        200
+    );
+    let written = eventually(Duration::from_secs(10), || async {
+        let keys = cli_json(site, &["keys", "list", "--org", &org_id]).await;
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == busy.to_string() && k["lastUsedAt"].is_string())
+    })
+    .await;
+    assert!(written.is_some(), "the use of the key reaches the database");
+
+    let unused = cli_json(
+        site,
+        &["keys", "list", "--org", &org_id, "--unused-for", "1d"],
+    )
+    .await;
+    let ids: Vec<&str> = unused
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [idle.to_string()],
+        "only the key nobody used for a day"
+    );
+    let all = cli_json(site, &["keys", "list", "--org", &org_id]).await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["id"] == fresh["id"]));
+    // Nothing has been unused for longer than it has existed.
+    let unused = cli_json(
+        site,
+        &["keys", "list", "--org", &org_id, "--unused-for", "3d"],
+    )
+    .await;
+    assert_eq!(unused, json!([]));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn at_trace_level_no_key_reaches_the_logs_or_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
