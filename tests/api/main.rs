@@ -9,6 +9,7 @@ mod bodies;
 mod connections;
 mod conversations;
 mod docs;
+mod environment;
 mod files;
 mod helpers;
 mod key_lifecycle;

@@ -118,6 +118,26 @@ pub(crate) async fn launch(
             break;
         }
     }
+    // The listening line comes out before the server takes SIGTERM as its signal to stop;
+    // until then the signal kills it. The server takes it once its accept loop has waited
+    // for a connection, which it has done by the time it accepts a later one: wait until
+    // it has answered a few, one after the other.
+    let healthz = format!("{base}/healthz");
+    for _ in 0..3 {
+        let answered = eventually(Duration::from_secs(20), || async {
+            reqwest::Client::new()
+                .get(&healthz)
+                .header("Connection", "close")
+                .send()
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(
+            answered.is_some(),
+            "the server answers after its listening line"
+        );
+    }
     let rest = tokio::spawn(async move {
         let mut rest = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -134,7 +154,7 @@ pub(crate) async fn launch(
     }
 }
 
-fn field(stdout: &[String], label: &str) -> Option<String> {
+pub(crate) fn field(stdout: &[String], label: &str) -> Option<String> {
     stdout
         .iter()
         .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
