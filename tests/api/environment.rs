@@ -1,7 +1,7 @@
 //! `siesta serve` configured by its `SIESTA_*` environment variables instead of its flags,
 //! over the real binary: each variable is seen to take effect.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::helpers::*;
-use crate::process::{field, launch};
+use crate::process::{field, launch, terminate_all, Running};
 
 /// What a stand-in model server was sent: the Authorization header and the body.
 #[derive(Clone, Default)]
@@ -36,7 +36,7 @@ fn chunk(text: &str) -> String {
 }
 
 /// A chat-completions endpoint: `hang-model` never answers, `drip-model` sends one piece
-/// and then nothing, any other model answers `Echo: <last message> | messages: <count>`.
+/// and then nothing, `broken-model` fails with 500, any other model answers `Echo: <last message> | messages: <count>`.
 async fn completions(
     State(seen): State<Seen>,
     headers: HeaderMap,
@@ -59,6 +59,13 @@ async fn completions(
             return ().into_response();
         }
         "drip-model" => vec![chunk("Thinking")],
+        "broken-model" => {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "upstream exploded",
+            )
+                .into_response()
+        }
         _ => vec![
             chunk(&format!("Echo: {last} | messages: {}", messages.len())),
             "data: [DONE]\n\n".to_owned(),
@@ -105,6 +112,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The server `r` after its first start, in `dir` on `db`.
+    fn of(r: &Running, dir: &Path, db: &TestDatabase, seen: &Seen) -> Ctx {
+        Ctx {
+            base: r.base.clone(),
+            key: field(&r.stdout, "X-Api-Key:").expect("a first start"),
+            org: field(&r.stdout, "X-Org-Id:").expect("a first start"),
+            stdout: r.stdout.clone(),
+            dir: dir.to_owned(),
+            db: db.url.clone(),
+            seen: seen.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
@@ -113,9 +137,14 @@ impl Ctx {
     }
 
     async fn agent(&self) -> String {
+        self.agent_asking(None).await
+    }
+
+    /// An agent that asks this model, or the server's default one.
+    async fn agent_asking(&self, model: Option<&str>) -> String {
         let res = self
             .request(reqwest::Method::POST, "/api/v1/Agent")
-            .json(&json!({"name": "env-bot"}))
+            .json(&json!({"name": "env-bot", "model": model}))
             .send()
             .await
             .unwrap();
@@ -558,19 +587,7 @@ async fn run(case: &Case, model: &str, seen: &Seen, redis: Option<&str>) {
     let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("RUST_LOG", "warn"));
     let r = launch(&cwd, &args, &env, None).await;
-    let ctx = Ctx {
-        base: r.base.clone(),
-        key: field(&r.stdout, "X-Api-Key:").expect("a first start"),
-        org: field(&r.stdout, "X-Org-Id:").expect("a first start"),
-        stdout: r.stdout.clone(),
-        dir: dir.path().to_owned(),
-        db: db.url.clone(),
-        seen: seen.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    };
+    let ctx = Ctx::of(&r, dir.path(), &db, seen);
     (case.check)(&ctx).await;
     // How the server stops is not what this test is about.
     drop(r);
@@ -601,4 +618,83 @@ async fn every_serve_setting_given_by_its_siesta_variable_takes_effect() {
         failed.is_empty(),
         "these variables did not take effect: {failed:?}"
     );
+}
+
+/// A server on a fresh database in a directory of its own, started with these variables:
+/// the server, its context, and what must outlive it.
+async fn serve_with(
+    env: &[(&str, &str)],
+    seen: &Seen,
+) -> (Running, Ctx, tempfile::TempDir, TestDatabase) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::fresh(dir.path()).await;
+    let args = ["--listen", "127.0.0.1:0", "--database", &db.url];
+    let r = launch(dir.path(), &args, env, None).await;
+    let ctx = Ctx::of(&r, dir.path(), &db, seen);
+    (r, ctx, dir, db)
+}
+
+#[tokio::test]
+async fn with_siesta_log_format_json_every_log_line_is_a_json_object_and_a_request_has_its_fields()
+{
+    let env = [("SIESTA_LOG_FORMAT", "json"), ("RUST_LOG", "debug")];
+    let (r, c, _dir, _db) = serve_with(&env, &Seen::default()).await;
+    let me = c
+        .request(reqwest::Method::GET, "/api/v1/Me")
+        .header("X-Request-Id", "json-log-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.unwrap();
+    let refused = c
+        .http
+        .get(format!("{}/api/v1/Agent?Limit=5", c.base))
+        .header("X-Request-Id", "json-log-refused")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let (status, _, stderr) = terminate_all(r).await;
+    assert!(status.success());
+
+    let mut requests = Vec::new();
+    for line in stderr.lines() {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for name in ["timestamp", "level", "target"] {
+            assert!(entry[name].is_string(), "no {name}: {line}");
+        }
+        assert!(entry["fields"].is_object(), "no fields: {line}");
+        if entry["fields"]["message"] == "request" {
+            requests.push(entry);
+        }
+    }
+    let logged = |id: &str| {
+        let found: Vec<&Value> = requests
+            .iter()
+            .filter(|e| e["fields"]["request_id"] == id)
+            .collect();
+        assert_eq!(found.len(), 1, "one line for the request {id}: {stderr}");
+        found[0].clone()
+    };
+    let line = logged("json-log-me");
+    assert_eq!(line["target"], "siesta::request");
+    assert_eq!(line["level"], "INFO");
+    let fields = &line["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/api/v1/Me");
+    assert_eq!(fields["status"], 200);
+    assert!(
+        fields["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{line}"
+    );
+    assert_eq!(fields["org_id"], c.org);
+    assert_eq!(fields["key_id"], me["keyId"]);
+    let fields = logged("json-log-refused")["fields"].clone();
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/api/v1/Agent?Limit=5");
+    assert_eq!(fields["status"], 401);
+    assert_eq!(fields["org_id"], "-");
+    assert_eq!(fields["key_id"], "-");
 }
