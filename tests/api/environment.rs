@@ -698,3 +698,44 @@ async fn with_siesta_log_format_json_every_log_line_is_a_json_object_and_a_reque
     assert_eq!(fields["org_id"], "-");
     assert_eq!(fields["key_id"], "-");
 }
+
+#[tokio::test]
+async fn siesta_llm_api_key_reaches_the_model_server_and_never_the_output_even_at_trace_level() {
+    let (model, seen) = model_server().await;
+    let secret = format!("sk-sentinel-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("SIESTA_LLM_BASE_URL", model.as_str()),
+        ("SIESTA_LLM_MODEL", "echo-model"),
+        ("SIESTA_LLM_API_KEY", secret.as_str()),
+        ("RUST_LOG", "trace"),
+    ];
+    let (r, c, _dir, _db) = serve_with(&env, &seen).await;
+    let agent = c.agent().await;
+    let (status, answer) = c.ask(&agent, json!({"message": "hi"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"], "Echo: hi | messages: 1");
+    // A model server that fails: the error path logs too.
+    let broken = c.agent_asking(Some("broken-model")).await;
+    let (status, problem) = c.ask(&broken, json!({"message": "hi"})).await;
+    assert_eq!(status, 502, "{problem}");
+    assert_eq!(problem["code"], "provider_error");
+    let bearer = format!("Bearer {secret}");
+    let sent = seen.all();
+    assert_eq!(sent.len(), 2);
+    for (auth, _) in &sent {
+        assert_eq!(
+            auth.as_deref(),
+            Some(bearer.as_str()),
+            "the key goes to the model server"
+        );
+    }
+
+    let (status, stdout, stderr) = terminate_all(r).await;
+    assert!(status.success());
+    assert!(stderr.len() > 10_000, "trace logging was on");
+    assert!(!stderr.contains(&secret), "the model key reached the log");
+    assert!(
+        stdout.iter().all(|l| !l.contains(&secret)),
+        "the model key reached stdout"
+    );
+}
