@@ -1035,3 +1035,53 @@ async fn serve_takes_the_hardening_flags_and_hands_out_the_public_url() {
     assert!(!ok);
     assert!(stderr.contains("--public-url"), "{stderr}");
 }
+
+#[tokio::test]
+async fn two_replicas_starting_at_once_on_an_empty_postgresql_database_print_one_key_between_them()
+{
+    let Some(server) = postgres_url_or_skip() else {
+        return;
+    };
+    // The start is a race: run it a few times, each on a new database.
+    for _ in 0..4 {
+        let db = TestDatabase::fresh_postgres(&server).await;
+        let dir = tempfile::tempdir().unwrap();
+        two_replicas_start_at_once(Site::of(&dir, &db)).await;
+    }
+}
+
+async fn two_replicas_start_at_once(site: Site<'_>) {
+    let (a, b) = tokio::join!(start(site, "info"), start(site, "info"));
+    let announced: Vec<&Running> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.stdout.len() > 1)
+        .collect();
+    assert_eq!(
+        announced.len(),
+        1,
+        "exactly one replica prints the bootstrap block: {:?} {:?}",
+        a.stdout,
+        b.stdout
+    );
+    let key = field(&announced[0].stdout, "X-Api-Key:").unwrap();
+    let org = field(&announced[0].stdout, "X-Org-Id:").unwrap();
+
+    let store = siesta::store::open(site.db).await.unwrap();
+    let orgs = store.list_orgs().await.unwrap();
+    assert_eq!(orgs.len(), 1, "one organization");
+    assert_eq!(orgs[0].id.to_string(), org);
+    let keys = store
+        .list_keys(orgs[0].id, &siesta::store::KeyFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "one key");
+    // The key one replica printed works on both.
+    for r in [&a, &b] {
+        assert_eq!(get(&r.base, "/api/v1/Me", &key, &org).await.status(), 200);
+    }
+    for r in [a, b] {
+        let (status, logs) = terminate(r).await;
+        assert!(status.success());
+        assert!(!logs.contains(&key), "the key never reaches the log");
+    }
+}
