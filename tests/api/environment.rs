@@ -18,12 +18,15 @@ use tokio::io::AsyncReadExt;
 use crate::helpers::*;
 use crate::process::{field, launch, terminate_all, Running};
 
-/// What a stand-in model server was sent: the Authorization header and the body.
+/// A request a stand-in model server received: its Authorization header and its body.
+type Received = (Option<String>, Value);
+
+/// What a stand-in model server was sent.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Option<String>, Value)>>>);
+struct Seen(Arc<Mutex<Vec<Received>>>);
 
 impl Seen {
-    fn all(&self) -> Vec<(Option<String>, Value)> {
+    fn all(&self) -> Vec<Received> {
         self.0.lock().unwrap().clone()
     }
 }
