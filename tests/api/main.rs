@@ -10,6 +10,7 @@ mod bodies;
 mod connections;
 mod conversations;
 mod docs;
+mod environment;
 mod files;
 mod helpers;
 mod key_lifecycle;
