@@ -230,6 +230,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
         .await
         .map_err(|e| CliError(format!("first start failed: {e}")))?;
     let addr = server.local_addr().map_err(|e| CliError(e.to_string()))?;
+    let shutdown = shutdown_signal();
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening on http://{addr}");
@@ -244,7 +245,7 @@ pub async fn run(database: &str, args: ServeArgs) -> CliResult {
     }
     drop(first);
     tracing::info!(%addr, "listening");
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     Ok(())
 }
 
