@@ -1079,3 +1079,56 @@ async fn two_replicas_start_at_once(site: Site<'_>) {
         assert!(!logs.contains(&key), "the key never reaches the log");
     }
 }
+
+#[tokio::test]
+async fn at_trace_level_a_realtime_client_secret_never_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::fresh(dir.path()).await;
+    let site = Site::of(&dir, &db);
+    let r = start(site, "trace").await;
+    let org = field(&r.stdout, "X-Org-Id:").unwrap();
+    let key = field(&r.stdout, "X-Api-Key:").unwrap();
+    let client = reqwest::Client::new();
+    let post = |path: &str| {
+        client
+            .post(format!("{}{path}", r.base))
+            .header("X-Api-Key", &key)
+            .header("X-Org-Id", &org)
+    };
+    let agent: Value = post("/api/v1/Agent")
+        .json(&json!({"name": "voice-bot"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/v1/Agent/{}/realtime-session",
+        agent["id"].as_str().unwrap()
+    );
+    let session: Value = post(&path).send().await.unwrap().json().await.unwrap();
+    let secret = session["clientSecret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("rts_"), "{session}");
+    let mut ws = open_socket(&session).await;
+    let (_, done) = say(&mut ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    drop(ws);
+    // Used once, refused the second time: that refusal is logged too.
+    let again = tokio_tungstenite::connect_async(socket_url(&session)).await;
+    assert!(again.is_err());
+    let (status, logs) = terminate(r).await;
+    assert!(status.success());
+    assert!(
+        logs.contains("/realtime/"),
+        "the socket's requests were logged"
+    );
+    assert!(
+        !logs.contains(&secret["rts_".len()..]),
+        "a realtime client secret reached the log"
+    );
+    let files = db.contents(dir.path()).await;
+    assert!(files
+        .iter()
+        .all(|f| !f.windows(secret.len()).any(|w| w == secret.as_bytes())));
+}
