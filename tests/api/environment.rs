@@ -2,105 +2,16 @@
 //! over the real binary: each variable is seen to take effect.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::helpers::*;
+use crate::model_server::{model_server, Seen};
 use crate::process::{field, launch, terminate_all, Running};
-
-/// A request a stand-in model server received: its Authorization header and its body.
-type Received = (Option<String>, Value);
-
-/// What a stand-in model server was sent.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Received>>>);
-
-impl Seen {
-    fn all(&self) -> Vec<Received> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn chunk(text: &str) -> String {
-    format!(
-        "data: {}\n\n",
-        json!({"choices": [{"index": 0, "delta": {"content": text}}]})
-    )
-}
-
-/// A chat-completions endpoint: `hang-model` never answers, `drip-model` sends one piece
-/// and then nothing, `broken-model` fails with 500, any other model answers `Echo: <last message> | messages: <count>`.
-async fn completions(
-    State(seen): State<Seen>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    seen.0.lock().unwrap().push((auth, body.clone()));
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let last = messages
-        .last()
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let pieces = match body["model"].as_str().unwrap_or("") {
-        "hang-model" => {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return ().into_response();
-        }
-        "drip-model" => vec![chunk("Thinking")],
-        "broken-model" => {
-            return (
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "upstream exploded",
-            )
-                .into_response()
-        }
-        _ => vec![
-            chunk(&format!("Echo: {last} | messages: {}", messages.len())),
-            "data: [DONE]\n\n".to_owned(),
-        ],
-    };
-    let endless = pieces.last().is_some_and(|p| !p.contains("[DONE]"));
-    let body = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>)).chain(
-        futures_util::stream::once(async move {
-            if endless {
-                tokio::time::sleep(Duration::from_secs(120)).await;
-            }
-            Ok(String::new())
-        }),
-    );
-    (
-        [("content-type", "text/event-stream")],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response()
-}
-
-/// A stand-in model server on a free port: its base URL (`.../v1`) and what it was sent.
-async fn model_server() -> (String, Seen) {
-    let seen = Seen::default();
-    let app = Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/v1"), seen)
-}
 
 /// A server started by its variables, as a check sees it.
 struct Ctx {
@@ -442,7 +353,7 @@ fn cases() -> Vec<Case> {
                     let agent = c.agent().await;
                     let (status, answer) = c.ask(&agent, json!({"message": "hi"})).await;
                     assert_eq!(status, 200, "{answer}");
-                    assert_eq!(answer["response"], "Echo: hi | messages: 1");
+                    assert_echo(&answer, "hi", 1);
                     let seen = c.seen.all();
                     assert_eq!(seen.last().unwrap().1["model"], "env-model");
                 }
@@ -453,7 +364,7 @@ fn cases() -> Vec<Case> {
             vars: &[
                 ("SIESTA_LLM_TIMEOUT", "1s"),
                 ("SIESTA_LLM_BASE_URL", "{model}"),
-                ("SIESTA_LLM_MODEL", "hang-model"),
+                ("SIESTA_LLM_MODEL", "slow-model"),
             ],
             check: |c| {
                 async move {
@@ -470,7 +381,7 @@ fn cases() -> Vec<Case> {
             vars: &[
                 ("SIESTA_REQUEST_TIMEOUT", "1s"),
                 ("SIESTA_LLM_BASE_URL", "{model}"),
-                ("SIESTA_LLM_MODEL", "hang-model"),
+                ("SIESTA_LLM_MODEL", "slow-model"),
             ],
             check: |c| {
                 async move {
@@ -524,7 +435,7 @@ fn cases() -> Vec<Case> {
                         json!({"message": "two", "conversationId": first["conversationId"]});
                     let (status, second) = c.ask(&agent, again).await;
                     assert_eq!(status, 200, "{second}");
-                    assert_eq!(second["response"], "Echo: two | messages: 1");
+                    assert_echo(&second, "two", 1);
                 }
                 .boxed_local()
             },
@@ -716,7 +627,7 @@ async fn siesta_llm_api_key_reaches_the_model_server_and_never_the_output_even_a
     let agent = c.agent().await;
     let (status, answer) = c.ask(&agent, json!({"message": "hi"})).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["response"], "Echo: hi | messages: 1");
+    assert_echo(&answer, "hi", 1);
     // A model server that fails: the error path logs too.
     let broken = c.agent_asking(Some("broken-model")).await;
     let (status, problem) = c.ask(&broken, json!({"message": "hi"})).await;
@@ -740,5 +651,16 @@ async fn siesta_llm_api_key_reaches_the_model_server_and_never_the_output_even_a
     assert!(
         stdout.iter().all(|l| !l.contains(&secret)),
         "the model key reached stdout"
+    );
+}
+
+/// The stand-in model's answer to `message`, with `count` messages sent up.
+#[track_caller]
+fn assert_echo(answer: &Value, message: &str, count: usize) {
+    let text = answer["response"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("Echo: {message} |"))
+            && text.ends_with(&format!("| messages: {count}")),
+        "{answer}"
     );
 }

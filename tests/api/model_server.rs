@@ -18,10 +18,17 @@ use siesta::Settings;
 use crate::helpers::*;
 
 /// A request the model server received: its Authorization header and its body.
-type Received = (Option<String>, Value);
+pub(crate) type Received = (Option<String>, Value);
 
+/// What the stand-in model server was sent.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Received>>>);
+pub(crate) struct Seen(Arc<Mutex<Vec<Received>>>);
+
+impl Seen {
+    pub(crate) fn all(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 fn chunk(text: &str) -> String {
     format!(
@@ -125,7 +132,11 @@ fn drip() -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + 
     })
 }
 
-async fn model_server() -> (String, Seen) {
+/// A stand-in model server on a free port: its base URL (`.../v1`) and what it was sent.
+/// `broken-model` fails with 500, `slow-model` takes 30 s to answer, `drip-model` sends a
+/// piece every 300 ms for 10 s, `stall-model` stops before its end; any other model
+/// answers `Echo: <last message> | system: <instructions> | messages: <count>`.
+pub(crate) async fn model_server() -> (String, Seen) {
     let seen = Seen::default();
     let app = Router::new()
         .route("/v1/chat/completions", post(completions))
