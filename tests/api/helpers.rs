@@ -672,3 +672,42 @@ where
     }
     None
 }
+
+/// An organization with an owner, on `store`: its id, and a key of `scope` for each name.
+pub async fn organization(store: &dyn Store, keys: &[(&str, Scope)]) -> (Uuid, Vec<String>) {
+    let org = Organization {
+        id: Uuid::now_v7(),
+        name: "Acme".into(),
+        created_at: Timestamp::now(),
+    };
+    store.create_org(&org).await.unwrap();
+    let user = User {
+        id: Uuid::now_v7(),
+        email: "ops@acme.test".into(),
+        created_at: Timestamp::now(),
+    };
+    store.create_user(&user).await.unwrap();
+    let member = Membership {
+        org_id: org.id,
+        user_id: user.id,
+        role: Role::Owner,
+        created_at: Timestamp::now(),
+    };
+    let added = AuditRecord::event(org.id, "member.added", "cli");
+    store.add_member(&member, added).await.unwrap();
+    let mut values = Vec::new();
+    for (name, scope) in keys {
+        let (_, key) = lifecycle::create(
+            store,
+            org.id,
+            user.id,
+            &spec(name, *scope),
+            &Actor::Cli,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        values.push(key.reveal().to_owned());
+    }
+    (org.id, values)
+}

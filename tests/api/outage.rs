@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use siesta::clock::Timestamp;
 use siesta::key::Scope;
-use siesta::lifecycle::{self, Actor};
-use siesta::store::{AuditRecord, Membership, Organization, Role, Store, User};
+use siesta::store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -109,45 +107,6 @@ fn host_and_port(url: &str) -> (String, u16) {
         .expect("a PostgreSQL URL with a host")
         .to_owned();
     (host, url.port().unwrap_or(5432))
-}
-
-/// An organization with an owner, on `store`: its id, and a key of `scope` for each name.
-async fn organization(store: &dyn Store, keys: &[(&str, Scope)]) -> (Uuid, Vec<String>) {
-    let org = Organization {
-        id: Uuid::now_v7(),
-        name: "Acme".into(),
-        created_at: Timestamp::now(),
-    };
-    store.create_org(&org).await.unwrap();
-    let user = User {
-        id: Uuid::now_v7(),
-        email: "ops@acme.test".into(),
-        created_at: Timestamp::now(),
-    };
-    store.create_user(&user).await.unwrap();
-    let member = Membership {
-        org_id: org.id,
-        user_id: user.id,
-        role: Role::Owner,
-        created_at: Timestamp::now(),
-    };
-    let added = AuditRecord::event(org.id, "member.added", "cli");
-    store.add_member(&member, added).await.unwrap();
-    let mut values = Vec::new();
-    for (name, scope) in keys {
-        let (_, key) = lifecycle::create(
-            store,
-            org.id,
-            user.id,
-            &spec(name, *scope),
-            &Actor::Cli,
-            Timestamp::now(),
-        )
-        .await
-        .unwrap();
-        values.push(key.reveal().to_owned());
-    }
-    (org.id, values)
 }
 
 /// A server of this process on `store`, served until the returned task is dropped.

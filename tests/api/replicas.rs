@@ -153,47 +153,14 @@ async fn two_replicas_in_process(
     dir: &Path,
     settings: siesta::Settings,
 ) -> (TestDatabase, Replica, Replica, Admin) {
-    use siesta::clock::Timestamp;
-    use siesta::lifecycle::{self, Actor};
-    use siesta::store::{AuditRecord, Membership, Organization, Role, User};
     let database = TestDatabase::fresh_postgres(server).await;
     let a = Replica::in_process(&database.url, dir, settings.clone()).await;
     let b = Replica::in_process(&database.url, dir, settings).await;
     let store = siesta::store::open(&database.url).await.unwrap();
-    let org = Organization {
-        id: uuid::Uuid::now_v7(),
-        name: "Acme".into(),
-        created_at: Timestamp::now(),
-    };
-    store.create_org(&org).await.unwrap();
-    let user = User {
-        id: uuid::Uuid::now_v7(),
-        email: "ops@acme.test".into(),
-        created_at: Timestamp::now(),
-    };
-    store.create_user(&user).await.unwrap();
-    let member = Membership {
-        org_id: org.id,
-        user_id: user.id,
-        role: Role::Owner,
-        created_at: Timestamp::now(),
-    };
-    let added = AuditRecord::event(org.id, "member.added", "cli");
-    store.add_member(&member, added).await.unwrap();
-    let spec = spec("ops-prod-admin", siesta::key::Scope::Admin);
-    let (_, key) = lifecycle::create(
-        &*store,
-        org.id,
-        user.id,
-        &spec,
-        &Actor::Cli,
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let (org, keys) = organization(&*store, &[("ops-prod-admin", siesta::key::Scope::Admin)]).await;
     let admin = Admin {
-        key: key.reveal().to_owned(),
-        org: org.id.to_string(),
+        key: keys[0].clone(),
+        org: org.to_string(),
     };
     (database, a, b, admin)
 }
