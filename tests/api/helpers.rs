@@ -164,6 +164,16 @@ impl TestApp {
         (record.id, key.reveal().to_owned())
     }
 
+    /// Rotates a key as the command line does, with `grace` for the old one: the
+    /// successor's value.
+    pub async fn rotate(&self, org_id: Uuid, key_id: Uuid, grace: Duration) -> String {
+        let now = self.clock.now();
+        let (_, key) = lifecycle::rotate(&*self.store, org_id, key_id, grace, &Actor::Cli, now)
+            .await
+            .unwrap();
+        key.reveal().to_owned()
+    }
+
     pub async fn tenant(&self, name: &str) -> Tenant {
         let org_id = self.create_org(name).await;
         let owner = self

@@ -115,17 +115,8 @@ async fn a_member_removed_and_added_back_finds_their_old_keys_dead_and_new_ones_
         .problem(403, "key_owner_not_member");
 
     // Rotating the old key does not bring it back either.
-    let (_, successor) = lifecycle::rotate(
-        &*app.store,
-        t.org_id,
-        old_id,
-        Duration::ZERO,
-        &Actor::Cli,
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
-    app.get("/api/v1/Me", successor.reveal(), t.org_id)
+    let successor = app.rotate(t.org_id, old_id, Duration::ZERO).await;
+    app.get("/api/v1/Me", &successor, t.org_id)
         .await
         .problem(403, "key_owner_not_member");
 }
