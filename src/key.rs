@@ -291,6 +291,7 @@ mod tests {
         assert!(!format!("{key:?}").contains(&secret[PREFIX_LEN..]));
         assert!(!format!("{key}").contains(&secret[PREFIX_LEN..]));
         assert!(!format!("{:?}", key.digest()).contains(&secret[PREFIX_LEN..]));
+        assert_eq!(format!("{:?}", key.digest()), "KeyDigest(..)");
     }
 
     #[test]
