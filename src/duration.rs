@@ -1,4 +1,4 @@
-//! Durations as people type them: `30s`, `15m`, `24h`, `30d`, or `0`.
+//! Durations as people type them: `30s`, `15m`, `24h`, `30d`, and zero as `0` or `0s`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,14 +11,14 @@ pub struct HumanDuration(pub Duration);
 /// overflow, and the rule fits in a pattern an OpenAPI client can check before sending.
 const MAX_DIGITS: usize = 6;
 
-/// The grammar [`HumanDuration`] reads, as a JSON Schema pattern: `0`, or a whole number
-/// without leading zeros and a unit.
-pub const DURATION_PATTERN: &str = "^(0|[1-9][0-9]{0,5}[smhd])$";
+/// The grammar [`HumanDuration`] reads, as a JSON Schema pattern: zero (`0`, `0s`, `0m`,
+/// `0h`, `0d`), or a whole number without leading zeros and a unit.
+pub const DURATION_PATTERN: &str = "^(0[smhd]?|[1-9][0-9]{0,5}[smhd])$";
 /// The same without `0`: a duration longer than nothing.
 pub const POSITIVE_DURATION_PATTERN: &str = "^[1-9][0-9]{0,5}[smhd]$";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a duration: use a whole number of up to 6 digits (no leading zeros) followed by s, m, h or d (for example 30s, 15m, 24h, 30d), or 0")]
+#[error("'{0}' is not a duration: use a whole number of up to 6 digits (no leading zeros) followed by s, m, h or d (for example 0s, 30s, 15m, 24h, 30d)")]
 pub struct InvalidDuration(String);
 
 impl FromStr for HumanDuration {
@@ -37,7 +37,7 @@ impl FromStr for HumanDuration {
             _ => return Err(invalid()),
         };
         let well_formed = (1..=MAX_DIGITS).contains(&digits.len())
-            && digits[0] != b'0'
+            && (digits[0] != b'0' || digits.len() == 1)
             && digits.iter().all(u8::is_ascii_digit);
         if !well_formed {
             return Err(invalid());
@@ -98,14 +98,16 @@ mod tests {
         assert_eq!(secs("15m"), 900);
         assert_eq!(secs("24h"), 86_400);
         assert_eq!(secs("30d"), 2_592_000);
-        assert_eq!(secs("0"), 0);
         assert_eq!(secs("999999d"), 999_999 * 86_400);
+        for zero in ["0", "0s", "0m", "0h", "0d"] {
+            assert_eq!(secs(zero), 0, "{zero}");
+        }
     }
 
     #[test]
     fn refuses_what_is_not_a_duration() {
         for bad in [
-            "", "s", "10", "1.5h", "-1d", "10y", "1 d", "1000000s", "0s", "05m", " 30d", "30d ",
+            "", "s", "10", "1.5h", "-1d", "10y", "1 d", "1000000s", "00s", "05m", " 30d", "30d ",
             "é",
         ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");

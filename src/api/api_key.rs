@@ -214,7 +214,7 @@ async fn rotate_key(
     let grace = match body.and_then(|b| b.grace) {
         None => DEFAULT_GRACE,
         Some(g) => g.parse::<HumanDuration>().map(|d| d.0).map_err(|_| {
-            crate::error::ApiError::invalid("grace", "must be a duration such as 24h, 30m or 0")
+            crate::error::ApiError::invalid("grace", "must be a duration such as 24h, 30m or 0s")
         })?,
     };
     let now = state.settings.clock.now();

@@ -120,13 +120,31 @@ async fn rotation_over_http_keeps_the_old_key_for_the_grace_period() {
     app.get("/api/v1/Me", &new, t.org_id)
         .await
         .problem(401, "expired_api_key");
-    app.get("/api/v1/Me", last["key"].as_str().unwrap(), t.org_id)
-        .await
-        .ok(200);
-    let r = app
-        .post(&path, &t.admin, t.org_id, json!({"grace": "forever"}))
-        .await;
-    r.problem(400, "validation_error");
+    let last_key = last["key"].as_str().unwrap().to_owned();
+    app.get("/api/v1/Me", &last_key, t.org_id).await.ok(200);
+    for bad in ["forever", "00s", "05m", "-1h"] {
+        let r = app
+            .post(&path, &t.admin, t.org_id, json!({"grace": bad}))
+            .await;
+        r.problem(400, "validation_error");
+    }
+    // Zero as people type it, with a unit: each ends the key it rotates at once.
+    let mut current = (last["id"].as_str().unwrap().to_owned(), last_key);
+    for zero in ["0s", "0m", "0h", "0d"] {
+        let path = format!("/api/v1/ApiKey/{}/rotate", current.0);
+        let next = app
+            .post(&path, &t.admin, t.org_id, json!({"grace": zero}))
+            .await
+            .ok(200);
+        app.get("/api/v1/Me", &current.1, t.org_id)
+            .await
+            .problem(401, "expired_api_key");
+        current = (
+            next["id"].as_str().unwrap().to_owned(),
+            next["key"].as_str().unwrap().to_owned(),
+        );
+    }
+    app.get("/api/v1/Me", &current.1, t.org_id).await.ok(200);
 }
 
 #[tokio::test]

@@ -590,7 +590,7 @@ async fn the_cli_administers_a_running_server_within_a_second() {
             "rotate",
             created["id"].as_str().unwrap(),
             "--grace",
-            "0",
+            "0s",
         ],
     )
     .await;
@@ -782,6 +782,13 @@ async fn keys_list_unused_for_names_exactly_the_keys_not_used_for_that_long() {
     )
     .await;
     assert_eq!(unused, json!([]));
+    // Zero as people type it: every key, since none is being used at this instant.
+    let unused = cli_json(
+        site,
+        &["keys", "list", "--org", &org_id, "--unused-for", "0s"],
+    )
+    .await;
+    assert_eq!(unused.as_array().unwrap().len(), 3, "{unused}");
     app.stop().await;
 }
 
