@@ -15,6 +15,9 @@ use crate::duration::{DURATION_PATTERN, POSITIVE_DURATION_PATTERN};
 /// controls (what `FieldErrors::text` refuses).
 const TEXT: &str =
     r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
+/// A text query parameter (`Search`, `Action`): no control characters at all, tab and line
+/// breaks included, and no bidirectional controls (what `Params::search` refuses).
+const QUERY_TEXT: &str = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
 /// As [`TEXT`], with at least one character that is neither a control character nor white
 /// space as Rust's `trim` reads it (spelled out: a JavaScript `\s` also takes U+FEFF).
 const NOT_BLANK: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
@@ -159,7 +162,7 @@ fn constrain_bodies(doc: &mut OpenApi) {
 }
 
 /// Path and query parameters get the pattern of their format (ids), or of free text
-/// (`Search`, `Action`: no control characters). Times keep only their format: a pattern cannot say
+/// (`Search`, `Action`: no control characters at all, line breaks included). Times keep only their format: a pattern cannot say
 /// which days a month has.
 fn constrain_parameters(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
@@ -171,7 +174,11 @@ fn constrain_parameters(doc: &mut OpenApi) {
                         Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))
                     );
                     if is_string(&o.schema_type) && o.pattern.is_none() && !timed {
-                        o.pattern = pattern_for(o.format.as_ref(), None).map(str::to_owned);
+                        let pattern = match &o.format {
+                            None => Some(QUERY_TEXT),
+                            format => pattern_for(format.as_ref(), None),
+                        };
+                        o.pattern = pattern.map(str::to_owned);
                     }
                 }
             }

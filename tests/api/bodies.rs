@@ -161,6 +161,9 @@ async fn typed_parameters_sent_empty_or_out_of_range_are_refused() {
         ("/api/v1/Agent?Offset=1000000001", "Offset"),
         ("/api/v1/Agent?Offset=%201", "Offset"),
         ("/api/v1/Agent?Search=a%00b", "Search"),
+        ("/api/v1/Agent?Search=a%0Ab", "Search"),
+        ("/api/v1/Agent?Search=a%09b", "Search"),
+        ("/api/v1/Agent?Search=a%0Db", "Search"),
         (
             "/api/v1/Task?WorkspaceId=0190a1b2c3d4e5f60718293a4b5c6d7e",
             "WorkspaceId",

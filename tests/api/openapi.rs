@@ -103,6 +103,20 @@ async fn creates_link_to_the_operations_on_what_they_made() {
     // Free text refuses control characters in the document as on the server.
     let name = &doc["components"]["schemas"]["NewAgent"]["properties"]["name"];
     assert!(name["pattern"].as_str().unwrap().contains(r"\u0000"));
+    // A search term refuses every control character, tab and line breaks included, in the
+    // document as on the server.
+    for path in ["/api/v1/ApiKey", "/api/v1/Agent", "/api/v1/AuditLog"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let search = params
+            .iter()
+            .find(|p| p["name"] == "Search" || p["name"] == "Action")
+            .unwrap_or_else(|| panic!("{path} has a text parameter"));
+        assert_eq!(
+            search["schema"]["pattern"],
+            r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$",
+            "{path}"
+        );
+    }
     assert_eq!(
         doc["components"]["schemas"]["NewAgent"]["required"],
         serde_json::json!(["name"])
