@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod context;
 pub mod duration;
 pub mod error;
 pub mod files;

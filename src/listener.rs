@@ -28,8 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::context::REQUEST_ID_HEADER;
 use crate::error::{Code, Problem, PROBLEM_JSON};
-use crate::http::REQUEST_ID_HEADER;
 
 /// Request heads are small; 64 KiB is room for long URLs and many headers, and caps what a
 /// client can make the server buffer before it has even been authenticated.

@@ -35,8 +35,9 @@ use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::auth::{authenticate, Audited};
+use crate::context::context;
 use crate::error::{ApiError, Problem};
-use crate::http::{context, MAX_JSON_BYTES};
+use crate::http::MAX_JSON_BYTES;
 use crate::AppState;
 
 /// An id in the path, written as the API writes ids ([`crate::http::parse_id`]); anything
