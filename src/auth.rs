@@ -199,6 +199,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 #[derive(Debug, Clone, Copy)]
 pub struct Audited;
 
+/// Marks a response whose audit entry was written with the change it reports.
+pub fn audited(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(Audited);
+    response
+}
+
 /// The scope an operation needs: reads need `read`, changes `write`; key management and
 /// the audit log need `admin`.
 pub fn required_scope(method: &Method, path: &str) -> Scope {

@@ -8,9 +8,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::Result;
+use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::Agent;
 use crate::AppState;

@@ -11,10 +11,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::Caller;
 use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
 use crate::error::Result;
+use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, OptionalJson, Params, RequestBody};
 use crate::key::{Environment, Scope};
 use crate::lifecycle::{self, Actor, IssuedKey, KeySpec, DEFAULT_GRACE};

@@ -17,10 +17,11 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
+use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
 use crate::store::{
@@ -118,7 +119,7 @@ pub(crate) async fn thread(
         return Ok(Thread::new(Uuid::now_v7()));
     };
     let unknown = || {
-        crate::api::missing_reference(
+        crate::http::missing_reference(
             "conversationId does not name a conversation of this organization with this agent.",
         )
     };
@@ -222,7 +223,7 @@ async fn respond(
 /// The organization's unexpired files, for the provider: text files with their text, others
 /// by name and type. Any other id is not found.
 fn unknown_file() -> ApiError {
-    crate::api::missing_reference(
+    crate::http::missing_reference(
         "fileIds names a file that does not exist, has expired, or is not this organization's.",
     )
 }

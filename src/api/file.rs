@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::{ApiError, Code, Result};
+use crate::http::PathId;
 use crate::store::StoredFile;
 use crate::AppState;
 

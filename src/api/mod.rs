@@ -14,16 +14,15 @@ mod docs;
 mod file;
 mod me;
 mod named;
+mod probes;
 mod realtime;
 mod task;
 mod task_workspace;
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{middleware, Json, Router};
-use serde::Serialize;
+use axum::{middleware, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -32,37 +31,12 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use uuid::Uuid;
 
-use crate::auth::{authenticate, Audited};
+use crate::auth::authenticate;
 use crate::context::context;
 use crate::error::{ApiError, Problem};
 use crate::http::MAX_JSON_BYTES;
 use crate::AppState;
-
-/// An id in the path, written as the API writes ids ([`crate::http::parse_id`]); anything
-/// else names nothing, so it is a 404 like a missing object.
-pub struct PathId(pub Uuid);
-
-impl<S: Send + Sync> FromRequestParts<S> for PathId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::not_found())?;
-        crate::http::parse_id(&raw)
-            .map(PathId)
-            .ok_or_else(ApiError::not_found)
-    }
-}
-
-/// Marks a response whose audit entry was written with the change it reports.
-pub fn audited(response: impl IntoResponse) -> Response {
-    let mut response = response.into_response();
-    response.extensions_mut().insert(Audited);
-    response
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -93,12 +67,6 @@ impl Modify for SecurityAddon {
             ))),
         );
     }
-}
-
-/// A 404 for an id in the body rather than the path: the same for an object that does not
-/// exist and for another organization's, and naming the field so the caller knows which.
-pub(crate) fn missing_reference(detail: &'static str) -> ApiError {
-    ApiError::with_detail(crate::error::Code::NotFound, detail)
 }
 
 /// The problem answers every operation can give, named once in `components.responses`.
@@ -212,60 +180,6 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
     (router, doc)
 }
 
-/// `GET /healthz`: the process is up.
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    database: &'static str,
-    /// Only with a shared Redis: `ok`, or `unreachable` while rate limits are per replica.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redis: Option<&'static str>,
-}
-
-/// `GET /readyz`: the database answers (503 if not). A Redis that does not answer leaves
-/// the replica serving, with per-replica rate limits: `degraded`, still 200, so a load
-/// balancer keeps sending it traffic.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let redis = state
-        .cluster
-        .as_ref()
-        .map(|c| if c.is_up() { "ok" } else { "unreachable" });
-    match state.store.ping().await {
-        Ok(()) => Json(Readiness {
-            status: if redis == Some("unreachable") {
-                "degraded"
-            } else {
-                "ready"
-            },
-            database: "ok",
-            redis,
-        })
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            let body = Readiness {
-                status: "unavailable",
-                database: "unreachable",
-                redis,
-            };
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
 async fn unknown_api_path() -> ApiError {
     ApiError::not_found()
 }
@@ -338,9 +252,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth_gate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
-    api.route("/healthz", axum::routing::get(healthz))
-        .route("/readyz", axum::routing::get(readyz))
-        .route("/metrics", axum::routing::get(metrics))
+    api.route("/healthz", axum::routing::get(probes::healthz))
+        .route("/readyz", axum::routing::get(probes::readyz))
+        .route("/metrics", axum::routing::get(probes::metrics))
         .route(
             "/realtime/{session_id}",
             axum::routing::get(realtime::connect),

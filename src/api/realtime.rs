@@ -17,10 +17,11 @@ use uuid::Uuid;
 use crate::api::conversation::{
     ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE_MAX,
 };
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::{rate_limit, Caller};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
+use crate::http::PathId;
 use crate::http::{OptionalJson, Params, RequestBody};
 use crate::key::{push_random_base62, KeyDigest};
 use crate::ratelimit::{Bucket, Decision, Quota};

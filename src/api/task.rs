@@ -9,9 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::{audited, PathId};
+use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
+use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
 use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
 use crate::AppState;
@@ -130,7 +131,7 @@ impl TaskUpdate {
 /// the answer says which id that was.
 fn unknown_workspace(e: StoreError) -> ApiError {
     match e {
-        StoreError::NotFound => crate::api::missing_reference(
+        StoreError::NotFound => crate::http::missing_reference(
             "workspaceId does not name a workspace of this organization.",
         ),
         e => e.into(),

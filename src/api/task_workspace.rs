@@ -6,9 +6,9 @@ use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::api::named::{self, NewNamed};
-use crate::api::PathId;
 use crate::auth::Caller;
 use crate::error::Result;
+use crate::http::PathId;
 use crate::http::{ApiJson, List, Params};
 use crate::store::{Catalog, Named};
 use crate::AppState;

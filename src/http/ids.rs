@@ -1,5 +1,11 @@
 //! Ids as the API writes them, in paths and in bodies.
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+
 /// An id as the API writes them: the 36-character hyphenated form, and only that (the
 /// document's pattern says so; other spellings of a UUID are refused, not guessed at).
 pub fn parse_id(s: &str) -> Option<uuid::Uuid> {
@@ -38,4 +44,25 @@ where
     T: serde::Deserialize<'de>,
 {
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// An id in the path, written as the API writes ids ([`parse_id`]); anything
+/// else names nothing, so it is a 404 like a missing object.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found())?;
+        parse_id(&raw).map(PathId).ok_or_else(ApiError::not_found)
+    }
+}
+
+/// A 404 for an id in the body rather than the path: the same for an object that does not
+/// exist and for another organization's, and naming the field so the caller knows which.
+pub fn missing_reference(detail: &'static str) -> ApiError {
+    ApiError::with_detail(Code::NotFound, detail)
 }
