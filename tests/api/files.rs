@@ -189,11 +189,10 @@ async fn attached_files_reach_the_agent_text_as_text_and_others_by_name() {
 #[tokio::test]
 async fn expired_files_are_swept_from_disk_and_database() {
     let settings = Settings {
-        file_ttl: Duration::from_secs(1),
         sweep_every: Duration::from_millis(100),
         ..Settings::default()
     };
-    let app = spawn_app_with(settings).await;
+    let app = spawn_app_on_manual_clock(settings).await;
     let t = app.tenant("Acme").await;
     let file = upload(
         &app,
@@ -205,6 +204,15 @@ async fn expired_files_are_swept_from_disk_and_database() {
     .ok(201);
     let path = format!("/api/v1/File/{}", file["id"].as_str().unwrap());
     app.get(&path, &t.read, t.org_id).await.ok(200);
+    // A file lives 24 hours by default, to the millisecond.
+    app.clock
+        .advance(Duration::from_secs(24 * 3600) - Duration::from_millis(1));
+    app.get(&path, &t.read, t.org_id).await.ok(200);
+    assert_eq!(files_on_disk(&app), 1);
+    app.clock.advance(Duration::from_millis(1));
+    app.get(&path, &t.read, t.org_id)
+        .await
+        .problem(404, "not_found");
     let gone = eventually(Duration::from_secs(4), || async {
         files_on_disk(&app) == 0
     })

@@ -334,6 +334,21 @@ impl TestApp {
     }
 
     /// Repeats `GET /api/v1/Me` until it answers `status`; how long that took, if it did.
+    /// Waits until `key` is answered from the server's cache of verified keys: once the
+    /// change counter's first poll has seen whatever the test set up, two requests in a row
+    /// cost no lookup.
+    pub async fn hold_as_verified(&self, key: &str, org: Uuid) {
+        let held = eventually(Duration::from_secs(5), || async {
+            self.get("/api/v1/Me", key, org).await.ok(200);
+            let lookups = self.key_lookups().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.get("/api/v1/Me", key, org).await.ok(200);
+            self.key_lookups().await == lookups
+        })
+        .await;
+        assert!(held.is_some(), "the key is held as verified");
+    }
+
     pub async fn me_answers(
         &self,
         within: Duration,
