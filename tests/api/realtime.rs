@@ -240,6 +240,16 @@ async fn ends_because_the_key_stopped(ws: &mut Socket) {
     );
 }
 
+/// The socket's key stops working an hour from now: a millisecond before, a message is
+/// answered; at the hour, the session ends.
+async fn answered_for_an_hour_then_ended(app: &TestApp, ws: &mut Socket) {
+    app.clock.advance(Duration::from_millis(3_599_999));
+    let (_, done) = say(ws, "Hello").await;
+    assert_eq!(done["type"], "done", "{done}");
+    app.clock.advance(Duration::from_millis(1));
+    ends_because_the_key_stopped(ws).await;
+}
+
 #[tokio::test]
 async fn a_session_ends_when_its_key_expires_to_the_millisecond() {
     let app = spawn_app_on_manual_clock(Settings::default()).await;
@@ -252,11 +262,7 @@ async fn a_session_ends_when_its_key_expires_to_the_millisecond() {
         .realtime_session(&agent, &key, t.org_id, json!({}))
         .await;
     let mut ws = open_socket(&session).await;
-    app.clock.advance(Duration::from_millis(3_599_999));
-    let (_, done) = say(&mut ws, "Hello").await;
-    assert_eq!(done["type"], "done", "{done}");
-    app.clock.advance(Duration::from_millis(1));
-    ends_because_the_key_stopped(&mut ws).await;
+    answered_for_an_hour_then_ended(&app, &mut ws).await;
 }
 
 #[tokio::test]
@@ -279,11 +285,7 @@ async fn a_session_ends_when_the_grace_period_of_its_rotated_key_ends() {
     )
     .await
     .ok(200);
-    app.clock.advance(Duration::from_millis(3_599_999));
-    let (_, done) = say(&mut ws, "Hello").await;
-    assert_eq!(done["type"], "done", "{done}");
-    app.clock.advance(Duration::from_millis(1));
-    ends_because_the_key_stopped(&mut ws).await;
+    answered_for_an_hour_then_ended(&app, &mut ws).await;
 }
 
 #[tokio::test]
