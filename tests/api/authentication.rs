@@ -712,6 +712,23 @@ async fn spend_the_only_request(app: &TestApp, key: &str, org: Uuid) {
         .problem(429, "rate_limited");
 }
 
+/// Rows 5 to 7 for `key`: no org id, a malformed one, another organization's, one of no
+/// organization.
+async fn org_rows_come_first(app: &TestApp, key: &str, other: Uuid) {
+    let me = "/api/v1/Me";
+    app.call(Method::GET, me, Some(key), None, None)
+        .await
+        .problem(401, "missing_org_id");
+    app.call(Method::GET, me, Some(key), Some("acme"), None)
+        .await
+        .problem(403, "invalid_org_id");
+    for org in [other, Uuid::now_v7()] {
+        app.get(me, key, org)
+            .await
+            .problem(403, "org_access_denied");
+    }
+}
+
 #[tokio::test]
 async fn row_8_an_owner_who_left_comes_after_the_org_checks_and_before_scope_rate_and_resource() {
     // Waiting for the removal fails many requests from this address.
@@ -748,19 +765,8 @@ async fn row_8_an_owner_who_left_comes_after_the_org_checks_and_before_scope_rat
     app.get("/api/v1/Me", &expiring, t.org_id)
         .await
         .problem(401, "expired_api_key");
+    org_rows_come_first(&app, &key, other.org_id).await;
     let me = "/api/v1/Me";
-    app.call(Method::GET, me, Some(&key), None, None)
-        .await
-        .problem(401, "missing_org_id");
-    app.call(Method::GET, me, Some(&key), Some("acme"), None)
-        .await
-        .problem(403, "invalid_org_id");
-    app.get(me, &key, other.org_id)
-        .await
-        .problem(403, "org_access_denied");
-    app.get(me, &key, Uuid::now_v7())
-        .await
-        .problem(403, "org_access_denied");
     // Row 8 itself, over the key's rate limit (row 11) and for a missing resource (row 12).
     app.get(me, &key, t.org_id)
         .await
@@ -786,17 +792,8 @@ async fn row_11_a_key_over_its_rate_limit_comes_after_the_org_checks_and_scope_a
     let other = app.tenant("Globex").await;
     let (_, key) = members_read_key(&app, &t, "ops@acme.example", 1).await;
     spend_the_only_request(&app, &key, t.org_id).await;
-    let me = "/api/v1/Me";
     // Rows 5 to 7 come first.
-    app.call(Method::GET, me, Some(&key), None, None)
-        .await
-        .problem(401, "missing_org_id");
-    app.call(Method::GET, me, Some(&key), Some("acme"), None)
-        .await
-        .problem(403, "invalid_org_id");
-    app.get(me, &key, other.org_id)
-        .await
-        .problem(403, "org_access_denied");
+    org_rows_come_first(&app, &key, other.org_id).await;
     // Row 10 comes first: an operation the key's scope does not allow.
     app.post("/api/v1/Agent", &key, t.org_id, json!({"name": "a"}))
         .await
