@@ -124,6 +124,8 @@ function tryForm(doc, path, method, op) {
   }
   form.addEventListener("input", refresh);
   refresh();
+  // A field the browser refuses to send: an earlier answer below would read as this one's.
+  form.addEventListener("invalid", () => result.replaceChildren(), true);
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -160,15 +162,23 @@ function tryForm(doc, path, method, op) {
   return form;
 }
 
+// Text from the document, with its `code` spans shown as code. Built from text nodes only,
+// never parsed as HTML.
+function prose(tag, text) {
+  const node = el(tag, {});
+  (text || "").split("`").forEach((part, i) => node.append(i % 2 ? el("code", { text: part }) : part));
+  return node;
+}
+
 function operationView(doc, path, method, op) {
   const details = el("details", { class: "op", id: op.operationId });
   details.append(el("summary", {},
     el("span", { class: "method", text: method.toUpperCase() }),
-    el("span", { class: "path", text: path }), " — ", op.summary || ""));
-  if (op.description) details.append(el("p", { text: op.description }));
+    el("span", { class: "path", text: path }), " — ", prose("span", op.summary)));
+  if (op.description) details.append(prose("p", op.description));
   if (op.parameters && op.parameters.length) {
     const table = el("table", {}, el("tr", {}, el("th", { text: "Parameter" }), el("th", { text: "In" }), el("th", { text: "Description" })));
-    for (const p of op.parameters) table.append(el("tr", {}, el("td", { text: p.name + (p.required ? " *" : "") }), el("td", { text: p.in }), el("td", { text: p.description || "" })));
+    for (const p of op.parameters) table.append(el("tr", {}, el("td", { text: p.name + (p.required ? " *" : "") }), el("td", { text: p.in }), prose("td", p.description)));
     details.append(el("h4", { text: "Parameters" }), table);
   }
   const body = op.requestBody && op.requestBody.content;
@@ -181,7 +191,7 @@ function operationView(doc, path, method, op) {
   const responses = el("table", {}, el("tr", {}, el("th", { text: "Status" }), el("th", { text: "Meaning" })));
   for (const [status, r] of Object.entries(op.responses || {})) {
     const resolved = r.$ref ? doc.components.responses[r.$ref.split("/").pop()] : r;
-    responses.append(el("tr", {}, el("td", { text: status }), el("td", { text: (resolved && resolved.description) || "" })));
+    responses.append(el("tr", {}, el("td", { text: status }), prose("td", resolved && resolved.description)));
   }
   details.append(el("h4", { text: "Responses" }), responses);
   const ok = Object.entries(op.responses || {}).find(([s]) => s.startsWith("2"));

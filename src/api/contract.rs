@@ -62,6 +62,7 @@ pub fn to_json(doc: &OpenApi) -> Vec<u8> {
 
 /// Adds patterns and links to the document the routes made.
 pub fn complete(doc: &mut OpenApi) {
+    describe_successes(doc);
     constrain_bodies(doc);
     constrain_parameters(doc);
     link_creates(doc);
@@ -157,6 +158,29 @@ fn constrain_bodies(doc: &mut OpenApi) {
                 .find(|(s, f, _)| *s == name && f == field)
                 .map(|(_, _, p)| *p);
             constrain(property, special);
+        }
+    }
+}
+
+/// A success answer the route left undescribed says what its status means here.
+fn describe_successes(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            for (status, response) in op.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if !response.description.is_empty() {
+                    continue;
+                }
+                response.description = match status.as_str() {
+                    "200" => "OK: the answer below.",
+                    "201" => "Created: the new object.",
+                    "204" => "Done; no body.",
+                    _ => continue,
+                }
+                .to_owned();
+            }
         }
     }
 }

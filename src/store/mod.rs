@@ -110,12 +110,14 @@ pub struct Membership {
 pub struct KeyRecord {
     pub id: Uuid,
     pub org_id: Uuid,
+    #[schema(example = "crm-prod-sync")]
     pub name: String,
     pub environment: Environment,
     /// As created or rotated. The key acts with less while its owner's role allows less
     /// (`GET /api/v1/Me` shows what it acts with).
     pub scope: Scope,
     /// Prefix, first four and last four characters: enough to recognise the key.
+    #[schema(example = "sai_live_Ab3x…9fQz")]
     pub hint: String,
     /// The member the key acts for. It works only while the membership it was created
     /// under lasts (a member removed and added back does not bring it back), and acts with
@@ -124,6 +126,7 @@ pub struct KeyRecord {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     /// Requests per minute; when absent the server default applies.
+    #[schema(example = 600)]
     pub rate_limit: Option<u32>,
     pub last_used_at: Option<Timestamp>,
     /// Set once the key has been rotated: the id of its successor.

@@ -69,9 +69,17 @@ async fn every_api_operation_declares_both_headers_and_its_refusals() {
                     "{method} {path} lacks 413"
                 );
             }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    let said = response["description"].as_str().unwrap_or("");
+                    assert!(!said.is_empty(), "{method} {path} {status} says nothing");
+                }
+            }
         }
     }
     assert!(operations >= 25, "{operations}");
+    let ok = &doc["paths"]["/api/v1/ApiKey/{keyId}"]["get"]["responses"]["200"];
+    assert_eq!(ok["description"], "OK: the answer below.");
 }
 
 #[tokio::test]

@@ -150,5 +150,13 @@ test("a prefilled Try request works as it is, and a missing path id is caught by
   assert.notEqual(await agentId.evaluate((i) => i.validationMessage), "");
   await page.waitForTimeout(300);
   assert.equal(requests.length, before, "nothing was sent");
+  // An answer to an earlier try is not left under a field the browser refused.
+  await agentId.fill("0190a1b2-c3d4-7e5f-8071-8293a4b5c6d7");
+  await respond.getByRole("button", { name: "Try request" }).click();
+  await respond.locator(".status").waitFor();
+  assert.equal(await respond.locator(".status").textContent(), "Status: 404");
+  await agentId.fill("");
+  await respond.getByRole("button", { name: "Try request" }).click();
+  assert.equal(await respond.locator(".status").count(), 0, "the earlier answer is cleared");
   await context.close();
 });
