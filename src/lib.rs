@@ -269,8 +269,9 @@ impl Server {
             state.settings.sweep_every,
             state.settings.clock.clone(),
         ));
+        let (app, case) = api::app(state.clone());
         let app =
-            tower::util::MapRequestLayer::new(http::normalize_path).layer(api::app(state.clone()));
+            tower::util::MapRequestLayer::new(move |request| case.normalize(request)).layer(app);
         let limits = listener::Limits {
             header_read_timeout: state.settings.header_read_timeout,
             max_connections: state

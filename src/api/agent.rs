@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
@@ -242,4 +243,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))
+        .guard(Policy::STANDARD)
 }

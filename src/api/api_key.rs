@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
 use crate::error::Result;
 use crate::http::PathId;
@@ -268,4 +269,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_keys, create_key))
         .routes(routes!(rotate_key))
         .routes(routes!(get_key, delete_key))
+        .guard(Policy::ADMIN)
 }

@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::{FieldErrors, List, Params};
 use crate::store::{AuditCursor, AuditFilter, AuditRecord, Store};
@@ -185,7 +186,9 @@ fn csv_cell(out: &mut String, value: &str) {
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit))
+    OpenApiRouter::new()
+        .routes(routes!(list_audit))
+        .guard(Policy::ADMIN)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
@@ -149,4 +150,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection))
+        .guard(Policy::ADMIN_CHANGES)
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::PathId;
@@ -500,4 +501,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(respond))
         .routes(routes!(get_conversation))
+        .guard(Policy::STANDARD)
 }

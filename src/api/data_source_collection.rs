@@ -7,6 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::api::named::{self, NewNamed};
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, List, Params};
@@ -70,4 +71,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_collections, create_collection))
         .routes(routes!(get_collection))
+        .guard(Policy::ADMIN_CHANGES)
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Code, Result};
 use crate::http::PathId;
 use crate::store::StoredFile;
@@ -202,6 +203,7 @@ pub fn router(max_file_bytes: u64) -> OpenApiRouter<AppState> {
         .routes(routes!(upload))
         .layer(DefaultBodyLimit::max(limit))
         .routes(routes!(get_file))
+        .guard(Policy::STANDARD)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::key::{Environment, Scope};
 use crate::AppState;
@@ -53,5 +54,7 @@ async fn me(caller: Caller) -> Json<Me> {
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(me))
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .guard(Policy::STANDARD)
 }

@@ -32,10 +32,10 @@ use utoipa::openapi::security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecuritySch
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, unknown_path};
 use crate::context::context;
 use crate::error::{ApiError, Problem};
-use crate::http::MAX_JSON_BYTES;
+use crate::http::{PathCase, MAX_JSON_BYTES};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -180,10 +180,6 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
     (router, doc)
 }
 
-async fn unknown_api_path() -> ApiError {
-    ApiError::not_found()
-}
-
 async fn auth_gate(
     state: State<AppState>,
     request: axum::extract::Request,
@@ -228,9 +224,11 @@ fn cors(state: &AppState) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// The whole application: API, documents, health, metrics, and the shared middleware.
-pub fn app(state: AppState) -> Router {
+/// The whole application: API, documents, health, metrics, and the shared middleware; and
+/// the case of the API's path segments, which the routes declare.
+pub fn app(state: AppState) -> (Router, PathCase) {
     let (api, doc) = api(&state.settings);
+    let case = PathCase::from_routes(doc.paths.paths.keys().map(String::as_str));
     let doc = axum::body::Bytes::from(contract::to_json(&doc));
     let layers = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -252,7 +250,8 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth_gate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
-    api.route("/healthz", axum::routing::get(probes::healthz))
+    let app = api
+        .route("/healthz", axum::routing::get(probes::healthz))
         .route("/readyz", axum::routing::get(probes::readyz))
         .route("/metrics", axum::routing::get(probes::metrics))
         .route(
@@ -267,7 +266,8 @@ pub fn app(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .fallback(unknown_api_path)
+        .fallback(unknown_path)
         .layer(layers)
-        .with_state(state)
+        .with_state(state);
+    (app, case)
 }

@@ -19,6 +19,7 @@ use crate::api::conversation::{
 };
 use crate::auth::audited;
 use crate::auth::{rate_limit, Caller};
+use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
 use crate::http::PathId;
@@ -367,5 +368,7 @@ async fn exchange(
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_session))
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .guard(Policy::STANDARD)
 }

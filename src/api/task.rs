@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::audited;
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
@@ -251,4 +252,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tasks, create_task))
         .routes(routes!(get_task, update_task))
+        .guard(Policy::STANDARD)
 }

@@ -7,6 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::api::named::{self, NewNamed};
 use crate::auth::Caller;
+use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, List, Params};
@@ -69,4 +70,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_workspaces, create_workspace))
         .routes(routes!(get_workspace))
+        .guard(Policy::STANDARD)
 }

@@ -23,6 +23,7 @@ mod process;
 mod rate_limits;
 mod realtime;
 mod replicas;
+mod scopes;
 mod sources;
 mod tasks;
 mod wire;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -21,9 +21,14 @@ use uuid::Uuid;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest, Scope};
-use crate::ratelimit::{Bucket, Decision, Quota};
+use crate::ratelimit::{Bucket, Quota};
 use crate::store::{AuditRecord, KeyGrant, KeyRecord, Role, StoreResult};
 use crate::{AppState, Settings};
+
+mod policy;
+
+use policy::{too_many, Gate, Unrecorded};
+pub use policy::{unknown_path, Guard, Policy};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ORG_ID_HEADER: &str = "x-org-id";
@@ -190,7 +195,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::internal("route", "a handler that needs a caller is outside /api/v1")
+            ApiError::internal(
+                "route",
+                "a handler that needs a caller is outside /api/v1 or on a route without a policy",
+            )
         })
     }
 }
@@ -204,29 +212,6 @@ pub fn audited(response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     response.extensions_mut().insert(Audited);
     response
-}
-
-/// The scope an operation needs: reads need `read`, changes `write`; key management and
-/// the audit log need `admin`.
-pub fn required_scope(method: &Method, path: &str) -> Scope {
-    let resource = path
-        .strip_prefix("/api/v1/")
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if matches!(resource, "ApiKey" | "AuditLog") {
-        return Scope::Admin;
-    }
-    let read = matches!(*method, Method::GET | Method::HEAD);
-    if !read && matches!(resource, "DataSourceCollection" | "Connection") {
-        return Scope::Admin;
-    }
-    if read {
-        Scope::Read
-    } else {
-        Scope::Write
-    }
 }
 
 /// The client's address: the connection's peer, or, when the peer is a trusted proxy, the
@@ -291,34 +276,8 @@ fn read_header<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
     }
 }
 
-/// `RateLimit-Policy` and `RateLimit` in the shape of draft-ietf-httpapi-ratelimit-headers.
-fn rate_limit_headers(policy: &str, d: &Decision) -> [(header::HeaderName, HeaderValue); 2] {
-    let policy_value = format!("\"{policy}\";q={};w=60", d.limit);
-    let limit_value = format!("\"{policy}\";r={};t={}", d.remaining, d.reset_secs);
-    [
-        (
-            header::HeaderName::from_static("ratelimit-policy"),
-            HeaderValue::from_str(&policy_value).expect("ASCII"),
-        ),
-        (
-            header::HeaderName::from_static("ratelimit"),
-            HeaderValue::from_str(&limit_value).expect("ASCII"),
-        ),
-    ]
-}
-
-fn too_many(policy: &str, d: &Decision) -> ApiError {
-    let mut e = ApiError::new(Code::RateLimited).header(
-        header::RETRY_AFTER,
-        HeaderValue::from(d.retry_after_secs.max(1)),
-    );
-    for (name, value) in rate_limit_headers(policy, d) {
-        e = e.header(name, value);
-    }
-    e
-}
-
-/// Middleware for every `/api/v1` path, including unknown ones: authenticate, then route.
+/// Middleware for every `/api/v1` path, including unknown ones: rows 1 to 8 of the
+/// contract's table, before routing. The route's [`Policy`] then checks scope and rate limit.
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -334,51 +293,11 @@ pub async fn authenticate(
     };
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let needed = required_scope(&method, &path);
-    if !caller.scope.allows(needed) {
-        state.metrics.auth_failure(Code::InsufficientScope);
-        let detail = if caller.scope == caller.verified.key.scope {
-            format!(
-                "This operation needs a key with {needed} scope; this key has {} scope.",
-                caller.scope
-            )
-        } else {
-            format!(
-                "This operation needs a key with {needed} scope; this key acts with {} scope, \
-                 the most its owner's role allows.",
-                caller.scope
-            )
-        };
-        let response = ApiError::with_detail(Code::InsufficientScope, detail).into_response();
-        return finish(&state, caller, &method, path, response);
-    }
-    let decision = state
-        .limiter
-        .check(
-            Bucket::Key(caller.verified.key.id),
-            Quota::per_minute(caller.rate_limit),
-        )
-        .await;
-    if !decision.allowed {
-        // Not recorded in the audit log: a client hammering past its limit would otherwise
-        // turn every refusal into a database write. The metric counts them.
-        state.metrics.rate_limited("key");
-        return too_many("api-key", &decision).into_response();
-    }
-    let now = state.settings.clock.now();
-    if caller.verified.first_use_this_minute(now) {
-        state
-            .recorder
-            .key_used(caller.org_id, caller.verified.key.id, now);
-    }
-    request.extensions_mut().insert(caller.clone());
-    let mut response = match crate::http::refuse_duplicate_params(request.uri()) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
-    };
-    response
-        .headers_mut()
-        .extend(rate_limit_headers("api-key", &decision));
+    request.extensions_mut().insert(Gate {
+        caller: caller.clone(),
+        state: state.clone(),
+    });
+    let response = next.run(request).await;
     finish(&state, caller, &method, path, response)
 }
 
@@ -391,7 +310,9 @@ fn finish(
     path: String,
     mut response: Response,
 ) -> Response {
-    if response.extensions().get::<Audited>().is_none() {
+    let recorded = response.extensions().get::<Audited>().is_some()
+        || response.extensions().get::<Unrecorded>().is_some();
+    if !recorded {
         let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
             .key(caller.verified.key.id, &caller.verified.key.name);
         record.method = Some(method.as_str().to_owned());
@@ -515,6 +436,7 @@ async fn load(state: &AppState, digest: &KeyDigest) -> Result<Option<Arc<Verifie
 mod tests {
     use super::*;
     use crate::key::Environment;
+    use axum::http::HeaderValue;
 
     fn verified(name: &str) -> Arc<VerifiedKey> {
         let key = ApiKey::generate(Environment::Live);
@@ -619,23 +541,5 @@ mod tests {
             read_header(&h, "x-api-key"),
             Presented::Unreadable
         ));
-    }
-
-    #[test]
-    fn scopes_follow_method_and_resource() {
-        let s = |m: Method, p: &str| required_scope(&m, p);
-        assert_eq!(s(Method::GET, "/api/v1/Agent"), Scope::Read);
-        assert_eq!(s(Method::HEAD, "/api/v1/Me"), Scope::Read);
-        assert_eq!(s(Method::POST, "/api/v1/Agent"), Scope::Write);
-        assert_eq!(s(Method::DELETE, "/api/v1/Agent/x"), Scope::Write);
-        assert_eq!(s(Method::GET, "/api/v1/AuditLog"), Scope::Admin);
-        assert_eq!(s(Method::GET, "/api/v1/ApiKey"), Scope::Admin);
-        assert_eq!(s(Method::GET, "/api/v1/Connection"), Scope::Read);
-        assert_eq!(s(Method::POST, "/api/v1/Connection"), Scope::Admin);
-        assert_eq!(
-            s(Method::POST, "/api/v1/DataSourceCollection"),
-            Scope::Admin
-        );
-        assert_eq!(s(Method::GET, "/api/v1/Nope"), Scope::Read);
     }
 }
