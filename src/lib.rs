@@ -4,6 +4,7 @@
 //! [`api::app`] and served by [`Server`], which tests drive the same way production does.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
@@ -32,7 +33,7 @@ use axum::http::HeaderValue;
 use tokio::net::TcpListener;
 use tower::Layer;
 
-use crate::auth::{InMemoryKeyCache, KeyCache};
+use crate::auth::revocation::{self, InMemoryKeyCache, KeyCache};
 use crate::cluster::{Cluster, SharedRateLimiter};
 use crate::metrics::Metrics;
 use crate::provider::{OfflineResponder, Provider};
@@ -165,17 +166,6 @@ pub struct Shared {
     pub public_url: String,
 }
 
-impl Shared {
-    /// Keys were deleted or rotated here: forget verified keys in this replica, and tell
-    /// the others.
-    pub async fn keys_changed(&self) {
-        self.keys.invalidate_all();
-        if let Some(cluster) = &self.cluster {
-            cluster.announce_key_change().await;
-        }
-    }
-}
-
 /// A bound, not yet serving server.
 pub struct Server {
     listener: TcpListener,
@@ -254,14 +244,17 @@ impl Server {
             state,
             recorder_task,
         } = self;
-        let watcher = tokio::spawn(auth::watch_changes(
-            state.clone(),
+        let watcher = tokio::spawn(revocation::watch_changes(
+            Arc::clone(&state.store),
+            Arc::clone(&state.keys),
             state.settings.change_poll,
         ));
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let coordinator = state.cluster.clone().map(|cluster| {
-            let keys = Arc::clone(&state.keys);
-            tokio::spawn(cluster.run(move || keys.invalidate_all()))
+            tokio::spawn(revocation::follow_announcements(
+                cluster,
+                Arc::clone(&state.keys),
+            ))
         });
         let sweeper = tokio::spawn(files::sweep(
             Arc::clone(&state.store),

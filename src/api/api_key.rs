@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::audited;
+use crate::auth::revocation;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
@@ -229,7 +230,7 @@ async fn rotate_key(
         now,
     )
     .await?;
-    state.keys_changed().await;
+    revocation::keys_changed(&*state.keys, state.cluster.as_deref()).await;
     Ok(audited(Json(IssuedKey::new(record, &key))))
 }
 
@@ -260,7 +261,7 @@ async fn delete_key(
     PathId(id): PathId,
 ) -> Result<Response> {
     lifecycle::delete(&*state.store, caller.org_id, id, &actor(&caller)).await?;
-    state.keys_changed().await;
+    revocation::keys_changed(&*state.keys, state.cluster.as_deref()).await;
     Ok(audited(StatusCode::NO_CONTENT))
 }
 

@@ -98,7 +98,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
     };
     if result.is_ok() && changes_keys {
-        announce().await;
+        crate::auth::revocation::announce_from_outside().await;
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,23 +106,6 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Tells running replicas at once that keys changed, through the Redis they share
-/// (`SIESTA_REDIS_URL`), if there is one. Without it, or if Redis does not answer, they
-/// learn it from the database's change counter within a second; the command has succeeded
-/// either way.
-async fn announce() {
-    let Some(url) = std::env::var("SIESTA_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        return;
-    };
-    let url = secrecy::SecretString::from(url);
-    if let Err(e) = crate::cluster::Cluster::announce_from_outside(&url).await {
-        eprintln!("warning: could not tell the replicas through Redis: {e}; they will notice within a second");
     }
 }
 

@@ -18,7 +18,11 @@ const SPEC: &[(&str, &str, Scope)] = &[
     ("DELETE", "/api/v1/Agent/{agentId}", Scope::Write),
     ("POST", "/api/v1/Agent/{agentId}/response", Scope::Write),
     ("GET", "/api/v1/Conversation/{conversationId}", Scope::Read),
-    ("POST", "/api/v1/Agent/{agentId}/realtime-session", Scope::Write),
+    (
+        "POST",
+        "/api/v1/Agent/{agentId}/realtime-session",
+        Scope::Write,
+    ),
     ("POST", "/api/v1/File", Scope::Write),
     ("GET", "/api/v1/File/{fileId}", Scope::Read),
     ("GET", "/api/v1/Task", Scope::Read),
@@ -30,7 +34,11 @@ const SPEC: &[(&str, &str, Scope)] = &[
     ("GET", "/api/v1/TaskWorkspace/{workspaceId}", Scope::Read),
     ("GET", "/api/v1/DataSourceCollection", Scope::Read),
     ("POST", "/api/v1/DataSourceCollection", Scope::Admin),
-    ("GET", "/api/v1/DataSourceCollection/{collectionId}", Scope::Read),
+    (
+        "GET",
+        "/api/v1/DataSourceCollection/{collectionId}",
+        Scope::Read,
+    ),
     ("GET", "/api/v1/Connection", Scope::Read),
     ("POST", "/api/v1/Connection", Scope::Admin),
     ("GET", "/api/v1/Connection/{connectionId}", Scope::Read),
@@ -83,8 +91,8 @@ async fn needs(app: &TestApp, t: &Tenant, method: Method, path: &str, needed: Sc
                 body.clone(),
             )
             .await;
-        let refused = r.status == 403
-            && (method == Method::HEAD || r.json()["code"] == "insufficient_scope");
+        let refused =
+            r.status == 403 && (method == Method::HEAD || r.json()["code"] == "insufficient_scope");
         let expected = scope < needed;
         assert_eq!(
             refused,
@@ -113,9 +121,7 @@ async fn every_documented_operation_needs_the_scope_the_contract_gives() {
     for (template, item) in doc["paths"].as_object().unwrap() {
         for (method, _) in item.as_object().unwrap() {
             let method = method.to_ascii_uppercase();
-            let Some(&(_, _, needed)) = SPEC
-                .iter()
-                .find(|(m, p, _)| *m == method && p == template)
+            let Some(&(_, _, needed)) = SPEC.iter().find(|(m, p, _)| *m == method && p == template)
             else {
                 panic!("{method} {template} is documented but not in SPEC §9's table here");
             };
@@ -157,7 +163,14 @@ async fn a_method_a_path_does_not_have_and_a_path_that_names_nothing_pass_the_sa
     needs(&app, &t, Method::GET, "/API/V1/auditlog", Scope::Admin).await;
     // A path that names nothing: reads need `read`, changes `write`, then 404.
     needs(&app, &t, Method::GET, "/api/v1/Nothing", Scope::Read).await;
-    needs(&app, &t, Method::DELETE, "/api/v1/Nothing/at/all", Scope::Write).await;
+    needs(
+        &app,
+        &t,
+        Method::DELETE,
+        "/api/v1/Nothing/at/all",
+        Scope::Write,
+    )
+    .await;
     app.get("/api/v1/Nothing", &t.read, t.org_id)
         .await
         .problem(404, "not_found");
