@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{id_arg, org_arg, shown, user_arg, CliError, CliResult, Output};
+use super::common::{id_arg, org_arg, shown, user_arg, CliError, CliResult, Output};
 use crate::clock::Timestamp;
 use crate::duration::{HumanDuration, PerMinute};
 use crate::key::{ApiKey, Environment, Scope};

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{org_arg, user_arg, CliError, CliResult, Output};
+use super::common::{org_arg, user_arg, CliError, CliResult, Output};
 use crate::clock::Timestamp;
 use crate::store::{AuditRecord, Membership, Role, Store, StoreError};
 

@@ -1,5 +1,6 @@
 //! The command line: `serve`, and the commands that administer the same database.
 
+mod common;
 mod keys;
 mod member;
 mod org;
@@ -9,10 +10,9 @@ mod user;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
-use uuid::Uuid;
 
-use crate::store::{self, Store, StoreError};
+use crate::store;
+use common::{CliError, Output};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,22 +56,6 @@ pub enum Command {
     Keys(keys::KeysCommand),
 }
 
-/// A failure to report on stderr.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        CliError(match e {
-            StoreError::NotFound => "not found".into(),
-            StoreError::Invalid { field, message } => format!("{field} {message}"),
-            other => other.to_string(),
-        })
-    }
-}
-
-type CliResult = Result<(), CliError>;
-
 /// Runs a parsed command line and says how the process should exit.
 pub async fn run(cli: Cli) -> ExitCode {
     let changes_keys = matches!(
@@ -107,57 +91,4 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Prints results as JSON or as text for people.
-pub struct Output {
-    json: bool,
-}
-
-impl Output {
-    fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).expect("serializable")
-            );
-        } else {
-            println!("{}", text());
-        }
-    }
-}
-
-/// A value as an error message may show it: never a key pasted in the wrong place.
-fn shown(value: &str) -> &str {
-    if crate::key::looks_like_key(value) {
-        "<an API key, not shown>"
-    } else {
-        value
-    }
-}
-
-/// An id given on the command line, where a pasted key is not echoed back.
-fn id_arg(what: &str, value: &str) -> Result<Uuid, CliError> {
-    Uuid::try_parse(value).map_err(|_| {
-        CliError(format!(
-            "{what} takes an id (a UUID), not '{}'",
-            shown(value)
-        ))
-    })
-}
-
-async fn org_arg(store: &dyn Store, org: &str) -> Result<Uuid, CliError> {
-    let id = id_arg("--org", org)?;
-    store.get_org(id).await.map_err(|e| match e {
-        StoreError::NotFound => CliError(format!("no organization with id {id}")),
-        e => e.into(),
-    })?;
-    Ok(id)
-}
-
-async fn user_arg(store: &dyn Store, user: &str) -> Result<crate::store::User, CliError> {
-    store.find_user(user).await.map_err(|e| match e {
-        StoreError::NotFound => CliError(format!("no user with id or email '{}'", shown(user))),
-        e => e.into(),
-    })
 }

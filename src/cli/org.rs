@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use uuid::Uuid;
 
-use super::{CliError, CliResult, Output};
+use super::common::{CliError, CliResult, Output};
 use crate::clock::Timestamp;
 use crate::store::{Organization, Store};
 

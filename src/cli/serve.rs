@@ -10,7 +10,7 @@ use axum::http::HeaderValue;
 use clap::Args;
 use secrecy::SecretString;
 
-use super::{CliError, CliResult};
+use super::common::{CliError, CliResult};
 use crate::duration::HumanDuration;
 use crate::provider::{ChatCompletions, OfflineResponder, Provider};
 use crate::{bootstrap, shutdown_signal, store, Server, Settings};

@@ -10,7 +10,7 @@ use futures_util::{stream, Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::{Answer, Prompt, Provider, ProviderError};
+use super::interface::{Answer, Prompt, Provider, ProviderError};
 use crate::store::MessageRole;
 
 /// Where the model server is and how to call it.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::{Answer, Prompt, Provider, ProviderError};
+use super::interface::{Answer, Prompt, Provider, ProviderError};
 use crate::store::MessageRole;
 
 #[derive(Debug, Default)]
