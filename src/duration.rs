@@ -52,7 +52,8 @@ impl fmt::Display for HumanDuration {
         let s = self.0.as_secs();
         match s {
             0 => f.write_str("0"),
-            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            // A day reads as 24h, as people (and SPEC) write it; longer spans in days.
+            s if s % 86_400 == 0 && s > 86_400 => write!(f, "{}d", s / 86_400),
             s if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
             s if s % 60 == 0 => write!(f, "{}m", s / 60),
             s => write!(f, "{s}s"),

@@ -21,28 +21,28 @@ pub struct ServeArgs {
     #[arg(long, env = "SIESTA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Requests per minute for keys without their own limit (N or N/min).
-    #[arg(long, env = "SIESTA_RATE_LIMIT", default_value = "600", value_parser = parse_per_minute)]
+    #[arg(long, env = "SIESTA_RATE_LIMIT", default_value_t = Settings::default().rate_limit, value_parser = parse_per_minute)]
     pub rate_limit: u32,
     /// Failed authentications per minute from one client address before it is refused.
-    #[arg(long, env = "SIESTA_AUTH_FAILURE_LIMIT", default_value = "120", value_parser = parse_per_minute)]
+    #[arg(long, env = "SIESTA_AUTH_FAILURE_LIMIT", default_value_t = Settings::default().auth_failure_limit, value_parser = parse_per_minute)]
     pub auth_failure_limit: u32,
     /// Comma-separated origins whose pages may call the API from a browser.
     #[arg(long, env = "SIESTA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Longest time a request may take.
-    #[arg(long, env = "SIESTA_REQUEST_TIMEOUT", default_value = "30s")]
+    #[arg(long, env = "SIESTA_REQUEST_TIMEOUT", default_value_t = HumanDuration(Settings::default().request_timeout))]
     pub request_timeout: HumanDuration,
     /// Longest time a client may take to send a request's headers.
-    #[arg(long, env = "SIESTA_HEADER_READ_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "SIESTA_HEADER_READ_TIMEOUT", default_value_t = HumanDuration(Settings::default().header_read_timeout))]
     pub header_read_timeout: HumanDuration,
     /// Where uploaded files are kept (created if missing).
-    #[arg(long, env = "SIESTA_DATA_DIR", default_value = "siesta-data")]
+    #[arg(long, env = "SIESTA_DATA_DIR", default_value_os_t = Settings::default().data_dir)]
     pub data_dir: std::path::PathBuf,
     /// Largest file upload, in bytes.
-    #[arg(long, env = "SIESTA_MAX_FILE_BYTES", default_value = "26214400")]
+    #[arg(long, env = "SIESTA_MAX_FILE_BYTES", default_value_t = Settings::default().max_file_bytes)]
     pub max_file_bytes: u64,
     /// How long an uploaded file lives before it is removed.
-    #[arg(long, env = "SIESTA_FILE_TTL", default_value = "24h")]
+    #[arg(long, env = "SIESTA_FILE_TTL", default_value_t = HumanDuration(Settings::default().file_ttl))]
     pub file_ttl: HumanDuration,
     /// Base URL of an OpenAI-compatible chat-completions API, such as
     /// http://localhost:11434/v1; without it agents answer with the offline responder.
@@ -53,7 +53,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SIESTA_LLM_MODEL")]
     pub llm_model: Option<String>,
     /// Longest wait for the model to start answering, and between two pieces of an answer.
-    #[arg(long, env = "SIESTA_LLM_TIMEOUT", default_value = "25s")]
+    #[arg(long, env = "SIESTA_LLM_TIMEOUT", default_value_t = HumanDuration(Settings::default().provider_timeout))]
     pub llm_timeout: HumanDuration,
     /// Redis shared by several replicas (redis://host:6379): one rate-limit bucket per key
     /// for all of them, and key deletes and rotations announced to each at once. Without
@@ -75,15 +75,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SIESTA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
     /// The longest a streamed answer may last; then it ends with a provider_timeout event.
-    #[arg(long, env = "SIESTA_STREAM_TIMEOUT", default_value = "5m")]
+    #[arg(long, env = "SIESTA_STREAM_TIMEOUT", default_value_t = HumanDuration(Settings::default().stream_timeout))]
     pub stream_timeout: HumanDuration,
     /// Characters of a conversation's earlier messages sent to the model with a new one
     /// (the newest that fit).
-    #[arg(long, env = "SIESTA_HISTORY_CHARS", default_value = "100000")]
+    #[arg(long, env = "SIESTA_HISTORY_CHARS", default_value_t = Settings::default().history_chars)]
     pub history_chars: usize,
     /// Messages a conversation may hold, both roles counted; a message that would take it
     /// past this with its answer is refused with 409.
-    #[arg(long, env = "SIESTA_MAX_CONVERSATION_MESSAGES", default_value = "1000", value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, env = "SIESTA_MAX_CONVERSATION_MESSAGES", default_value_t = Settings::default().max_conversation_messages, value_parser = clap::value_parser!(u32).range(2..))]
     pub max_conversation_messages: u32,
 }
 
