@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::Caller;
 use crate::error::{ApiError, Code, REQUEST_ID};
 use crate::http::{has_credentials, loggable_uri};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The header a request id comes in and goes back out in.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

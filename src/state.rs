@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::KeyCache;
+use crate::auth::revocation::KeyCache;
 use crate::cluster::Cluster;
 use crate::files::FileStore;
 use crate::metrics::Metrics;

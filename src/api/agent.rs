@@ -14,8 +14,8 @@ use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::state::AppState;
 use crate::store::Agent;
-use crate::AppState;
 
 const NAME_MAX: usize = 100;
 const DESCRIPTION_MAX: usize = 2_000;

@@ -21,8 +21,8 @@ use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, OptionalJson, Params, RequestBody};
 use crate::key::{Environment, Scope};
 use crate::lifecycle::{self, Actor, IssuedKey, KeySpec, DEFAULT_GRACE};
+use crate::state::AppState;
 use crate::store::{KeyFilter, KeyRecord, Listed};
-use crate::AppState;
 
 /// A key to create. It is owned by the member who owns the calling key.
 #[derive(Debug, Deserialize, ToSchema)]

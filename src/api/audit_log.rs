@@ -16,8 +16,8 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::{FieldErrors, List, Params};
+use crate::state::AppState;
 use crate::store::{AuditCursor, AuditFilter, AuditRecord, Store};
-use crate::AppState;
 
 /// Records read from the database for each chunk of a CSV export.
 const EXPORT_CHUNK: i64 = 1_000;

@@ -15,8 +15,8 @@ use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::state::AppState;
 use crate::store::{Connection, Visibility};
-use crate::AppState;
 
 /// A connection to create.
 #[derive(Debug, Deserialize, ToSchema)]

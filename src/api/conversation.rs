@@ -25,11 +25,12 @@ use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, RequestBody};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
+use crate::settings::Settings;
+use crate::state::AppState;
 use crate::store::{
     ensure_room, Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message,
     MessageRole, StoreError,
 };
-use crate::{AppState, Settings};
 
 pub(crate) const MESSAGE_MAX: usize = 32_000;
 const FILES_MAX: usize = 10;

@@ -16,8 +16,8 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Code, Result};
 use crate::http::PathId;
+use crate::state::AppState;
 use crate::store::StoredFile;
-use crate::AppState;
 
 /// The multipart form of an upload.
 #[derive(serde::Deserialize, ToSchema)]

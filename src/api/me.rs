@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::key::{Environment, Scope};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The key that made the request.
 #[derive(Debug, Serialize, ToSchema)]

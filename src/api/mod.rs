@@ -36,7 +36,7 @@ use crate::auth::{authenticate, unknown_path};
 use crate::context::context;
 use crate::error::{ApiError, Problem};
 use crate::http::{PathCase, MAX_JSON_BYTES};
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -159,7 +159,7 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 /// The External API's routes and its OpenAPI document.
-fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn api(settings: &crate::settings::Settings) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let (router, mut doc) = OpenApiRouter::with_openapi(doc)

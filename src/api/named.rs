@@ -11,8 +11,8 @@ use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::state::AppState;
 use crate::store::{Catalog, Named};
-use crate::AppState;
 
 /// An object to create: a name and a description.
 #[derive(Debug, Deserialize, ToSchema)]

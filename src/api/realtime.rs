@@ -26,8 +26,8 @@ use crate::http::PathId;
 use crate::http::{OptionalJson, Params, RequestBody};
 use crate::key::{push_random_base62, KeyDigest};
 use crate::ratelimit::{Bucket, Decision, Quota};
+use crate::state::AppState;
 use crate::store::{RealtimeSession, StoreError};
-use crate::AppState;
 
 /// The largest frame a client may send: a message of 32,000 characters, each written as a
 /// six-byte JSON escape, and room for the frame's other members.

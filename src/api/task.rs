@@ -15,8 +15,8 @@ use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
 use crate::http::PathId;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::state::AppState;
 use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
-use crate::AppState;
 
 const TITLE_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 10_000;

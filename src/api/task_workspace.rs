@@ -11,8 +11,8 @@ use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
 use crate::http::{ApiJson, List, Params};
+use crate::state::AppState;
 use crate::store::{Catalog, Named};
-use crate::AppState;
 
 /// List the organization's task workspaces, oldest first.
 #[utoipa::path(

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::clock::Timestamp;
 use crate::error::ApiError;
 use crate::key::{KeyDigest, Scope};
+use crate::settings::Settings;
 use crate::store::{AuditRecord, KeyGrant, KeyRecord, Role};
-use crate::Settings;
 
 /// A key that was found in the database, with what its checks need.
 #[derive(Debug)]
@@ -96,39 +96,41 @@ pub fn rate_limit(key: &KeyRecord, settings: &Settings) -> u32 {
     key.rate_limit.unwrap_or(settings.rate_limit)
 }
 
+/// A key as the cache holds it, for the tests of this module and its neighbours.
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
+pub(crate) fn sample(name: &str) -> Arc<VerifiedKey> {
     use crate::key::{ApiKey, Environment};
+    let key = ApiKey::generate(Environment::Live);
+    let grant = KeyGrant {
+        key: KeyRecord {
+            id: Uuid::now_v7(),
+            org_id: Uuid::now_v7(),
+            name: name.to_owned(),
+            environment: Environment::Live,
+            scope: Scope::Read,
+            hint: key.hint(),
+            created_by: Uuid::now_v7(),
+            created_at: Timestamp(0),
+            expires_at: None,
+            rate_limit: None,
+            last_used_at: None,
+            replaced_by: None,
+            grace_ends_at: None,
+        },
+        digest: key.digest(),
+        org_name: "Acme".into(),
+        owner_role: Some(Role::Owner),
+    };
+    Arc::new(VerifiedKey::new(grant, Instant::now()))
+}
 
-    pub(in crate::auth) fn verified(name: &str) -> Arc<VerifiedKey> {
-        let key = ApiKey::generate(Environment::Live);
-        let grant = KeyGrant {
-            key: KeyRecord {
-                id: Uuid::now_v7(),
-                org_id: Uuid::now_v7(),
-                name: name.to_owned(),
-                environment: Environment::Live,
-                scope: Scope::Read,
-                hint: key.hint(),
-                created_by: Uuid::now_v7(),
-                created_at: Timestamp(0),
-                expires_at: None,
-                rate_limit: None,
-                last_used_at: None,
-                replaced_by: None,
-                grace_ends_at: None,
-            },
-            digest: key.digest(),
-            org_name: "Acme".into(),
-            owner_role: Some(Role::Owner),
-        };
-        Arc::new(VerifiedKey::new(grant, Instant::now()))
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn a_verified_key_is_fresh_for_its_lifetime_and_not_a_moment_longer() {
-        let key = verified("a");
+        let key = sample("a");
         let at = key.verified_at;
         let life = Duration::from_secs(30);
         assert!(key.fresh(at, life));
@@ -138,7 +140,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_use_is_recorded_the_first_time_in_each_minute() {
-        let key = verified("a");
+        let key = sample("a");
         let t = |ms| Timestamp(ms);
         assert!(key.first_use_this_minute(t(120_000)));
         assert!(!key.first_use_this_minute(t(179_999)));

@@ -1,7 +1,7 @@
 //! Rows 10 and 11 of the contract's table, after routing: the scope an operation needs,
 //! declared on its router, then the key's rate limit.
 //!
-//! [`authenticate`](super::authenticate) runs rows 1 to 8 before routing and leaves a
+//! [`authenticate`](super::verify::authenticate) runs rows 1 to 8 before routing and leaves a
 //! [`Gate`] on the request. A router declares its [`Policy`] with [`Guard::guard`], which
 //! wraps each of its routes, their 405 answers included; [`unknown_path`] does the same for
 //! paths that name nothing. Only this step turns a `Gate` into the [`Caller`] that handlers
@@ -15,11 +15,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::Caller;
+use super::caller::Caller;
 use crate::error::{ApiError, Code};
 use crate::key::Scope;
 use crate::ratelimit::{Bucket, Decision, Quota};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The scope each kind of operation on a router needs: reads are GET and HEAD, every other
 /// method is a change.

@@ -148,7 +148,7 @@ pub async fn announce_from_outside() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::caller::tests::verified;
+    use crate::auth::caller::sample as verified;
 
     #[test]
     fn an_entry_read_before_an_invalidation_is_not_kept() {

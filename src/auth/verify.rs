@@ -15,8 +15,8 @@ use crate::audit::Audited;
 use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest};
 use crate::ratelimit::{Bucket, Quota};
+use crate::state::AppState;
 use crate::store::{AuditRecord, KeyGrant, StoreResult};
-use crate::AppState;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ORG_ID_HEADER: &str = "x-org-id";

@@ -13,7 +13,8 @@ use secrecy::SecretString;
 use super::common::{CliError, CliResult};
 use crate::duration::HumanDuration;
 use crate::provider::{ChatCompletions, OfflineResponder, Provider};
-use crate::{bootstrap, shutdown_signal, store, Server, Settings};
+use crate::settings::Settings;
+use crate::{bootstrap, shutdown_signal, store, Server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
