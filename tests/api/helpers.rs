@@ -101,6 +101,12 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The OpenAPI document as the server serves it.
+    pub async fn document(&self) -> Value {
+        let r = self.client.get(self.url("/openapi.json")).send().await;
+        r.unwrap().json().await.unwrap()
+    }
+
     /// Stops the server the way SIGTERM does: in-flight requests finish, records are written.
     /// The database stays until the app is dropped.
     pub async fn stop(&mut self) {
