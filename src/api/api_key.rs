@@ -13,10 +13,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::audited;
 use crate::auth::Caller;
-use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
+use crate::duration::{
+    HumanDuration, DURATION_MAX, DURATION_PATTERN, MAX_RATE_LIMIT, POSITIVE_DURATION_PATTERN,
+};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, OptionalJson, Params, RequestBody};
+use crate::http::{
+    ApiJson, Chars, FieldErrors, List, OptionalJson, Paging, Params, RequestBody, Rule, TextRule,
+};
 use crate::key::{Environment, Scope};
 use crate::lifecycle::{self, Actor, IssuedKey, KeySpec, DEFAULT_GRACE};
 use crate::store::{KeyFilter, KeyRecord, Listed};
@@ -28,13 +32,7 @@ use crate::AppState;
 pub struct NewApiKey {
     /// 1 to 100 printable characters, not starting or ending with a space, unique among the
     /// organization's live keys. Suggested pattern: `<system>-<environment>-<purpose>`.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "crm-prod-sync"
-    )]
+    #[schema(required = true, nullable = false, example = "crm-prod-sync")]
     pub name: Option<String>,
     /// `read` when left out. At most what the owner's role allows: `write` for a `member`
     /// (400 naming `scope` beyond it).
@@ -48,14 +46,38 @@ pub struct NewApiKey {
     #[schema(nullable = false, example = "90d")]
     pub expires_in: Option<String>,
     /// Requests per minute; without it the server default applies.
-    #[schema(value_type = u32, required = false, minimum = 1, maximum = 1_000_000_000)]
+    #[schema(value_type = u32, required = false)]
     pub rate_limit: Option<serde_json::Number>,
 }
 
 impl RequestBody for NewApiKey {
     const FIELDS: &'static [&'static str] =
         &["name", "scope", "environment", "expiresIn", "rateLimit"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("name", Rule::Text(KEY_NAME)),
+        (
+            "expiresIn",
+            Rule::Grammar {
+                pattern: POSITIVE_DURATION_PATTERN,
+                max: DURATION_MAX,
+            },
+        ),
+        (
+            "rateLimit",
+            Rule::Whole {
+                min: 1,
+                max: MAX_RATE_LIMIT as i64,
+            },
+        ),
+    ];
 }
+
+/// A key's name, as [`lifecycle::check_name`] checks it for the API and the command line.
+const KEY_NAME: TextRule = TextRule {
+    min: 1,
+    max: lifecycle::NAME_MAX,
+    chars: Chars::Name,
+};
 
 impl NewApiKey {
     fn into_spec(self) -> Result<KeySpec> {
@@ -127,6 +149,13 @@ pub struct Rotation {
 
 impl RequestBody for Rotation {
     const FIELDS: &'static [&'static str] = &["grace"];
+    const RULES: &'static [(&'static str, Rule)] = &[(
+        "grace",
+        Rule::Grammar {
+            pattern: DURATION_PATTERN,
+            max: DURATION_MAX,
+        },
+    )];
 }
 
 fn actor(caller: &Caller) -> Actor {
@@ -141,8 +170,7 @@ fn actor(caller: &Caller) -> Actor {
     get, path = "/api/v1/ApiKey", tag = "ApiKey",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
+        Paging,
     ),
     responses((status = 200, body = List<KeyRecord>)),
 )]

@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, RequestBody};
+use crate::http::{ApiJson, FieldErrors, RequestBody, Rule, TextRule};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
 use crate::store::{
     ensure_room, Agent, AuditRecord, Conversation, ConversationTail, Exchange, Message,
@@ -30,8 +30,10 @@ use crate::store::{
 };
 use crate::{AppState, Settings};
 
-pub(crate) const MESSAGE_MAX: usize = 32_000;
-const FILES_MAX: usize = 10;
+/// A message to an agent, over HTTP or a realtime socket: 1 to 32,000 characters, not blank.
+pub(crate) const MESSAGE: TextRule = TextRule::not_blank(32_000);
+/// The most files a message may name.
+pub(crate) const FILES_MAX: usize = 10;
 
 /// A message to an agent.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,8 +43,6 @@ pub struct NewMessage {
     #[schema(
         required = true,
         nullable = false,
-        min_length = 1,
-        max_length = 32000,
         example = "Summarise yesterday's tickets"
     )]
     pub message: Option<String>,
@@ -52,12 +52,16 @@ pub struct NewMessage {
     pub conversation_id: Option<Uuid>,
     /// Up to 10 of the organization's unexpired files, given to the agent as context.
     #[serde(default, deserialize_with = "crate::http::id_list")]
-    #[schema(nullable = false, max_items = 10)]
+    #[schema(nullable = false)]
     pub file_ids: Option<Vec<Uuid>>,
 }
 
 impl RequestBody for NewMessage {
     const FIELDS: &'static [&'static str] = &["message", "conversationId", "fileIds"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("message", Rule::Text(MESSAGE)),
+        ("fileIds", Rule::Items(FILES_MAX)),
+    ];
 }
 
 /// The agent's answer.
@@ -183,7 +187,7 @@ async fn respond(
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
     errors.required("message", &input.message);
-    errors.text("message", input.message.as_deref(), 1, MESSAGE_MAX);
+    errors.text("message", input.message.as_deref(), MESSAGE);
     if input.file_ids.as_ref().is_some_and(|f| f.len() > FILES_MAX) {
         errors.add("fileIds", format!("at most {FILES_MAX} files"));
     }

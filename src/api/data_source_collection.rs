@@ -9,17 +9,14 @@ use crate::api::named::{self, NewNamed};
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, List, Params};
+use crate::http::{ApiJson, List, Paging, Params};
 use crate::store::{Catalog, Named};
 use crate::AppState;
 
 /// List the organization's data source collections, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
-    params(
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
-    ),
+    params(Paging),
     responses((status = 200, body = List<Named>)),
 )]
 async fn list_collections(

@@ -51,13 +51,18 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
-/// A file name as kept: its last path component, printable, at most 255 characters.
+/// The longest file name kept, in characters.
+pub(crate) const NAME_MAX: usize = 255;
+/// The longest content type kept, in bytes (ASCII: as many characters).
+pub(crate) const CONTENT_TYPE_MAX: usize = 255;
+
+/// A file name as kept: its last path component, printable, at most [`NAME_MAX`] characters.
 fn clean_name(raw: Option<&str>) -> String {
     let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let name: String = base
         .chars()
         .filter(|c| !c.is_control() && !crate::http::is_bidi_control(*c))
-        .take(255)
+        .take(NAME_MAX)
         .collect();
     if name.trim().is_empty() {
         "upload".to_owned()
@@ -105,7 +110,7 @@ async fn upload(
     let name = clean_name(field.file_name());
     let content_type = field
         .content_type()
-        .filter(|c| !c.is_empty() && c.len() <= 255)
+        .filter(|c| !c.is_empty() && c.len() <= CONTENT_TYPE_MAX)
         .unwrap_or("application/octet-stream")
         .to_owned();
     let saved = match save(&state, id, field, max).await {

@@ -88,38 +88,16 @@ const PROBLEMS: [(&str, &str, &str); 12] = [
 /// Adds to every operation the problem answers it can give, as references to shared
 /// responses: the router decides what exists, this decides how refusals look.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
     let components = doc.components.get_or_insert_with(Default::default);
-    for (status, name, description) in PROBLEMS {
-        let mut response = ResponseBuilder::new().description(description).content(
+    for (_, name, description) in PROBLEMS {
+        let response = ResponseBuilder::new().description(description).content(
             crate::error::PROBLEM_JSON,
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),
         );
-        if status == "429" {
-            let text = |d: &str| {
-                HeaderBuilder::new()
-                    .schema(
-                        utoipa::openapi::ObjectBuilder::new()
-                            .schema_type(utoipa::openapi::schema::Type::String),
-                    )
-                    .description(Some(d))
-                    .build()
-            };
-            response = response
-                .header("Retry-After", text("Whole seconds to wait, at least 1."))
-                .header(
-                    "RateLimit-Policy",
-                    text("The key's quota, e.g. `\"api-key\";q=600;w=60`."),
-                )
-                .header(
-                    "RateLimit",
-                    text("What is left, e.g. `\"api-key\";r=0;t=12`."),
-                );
-        }
         components
             .responses
             .insert(name.to_owned(), RefOr::T(response.build()));
@@ -176,7 +154,7 @@ fn api(settings: &crate::Settings) -> (Router<AppState>, utoipa::openapi::OpenAp
         .merge(task_workspace::router())
         .split_for_parts();
     document_errors(&mut doc);
-    contract::complete(&mut doc);
+    contract::complete(&mut doc, settings);
     (router, doc)
 }
 

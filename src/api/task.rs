@@ -13,12 +13,14 @@ use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::http::{ApiJson, FieldErrors, List, Paging, Params, RequestBody, Rule, TextRule};
 use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
 use crate::AppState;
 
-const TITLE_MAX: usize = 200;
-const DESCRIPTION_MAX: usize = 10_000;
+/// 1 to 200 characters, not blank; kept without the white space around it.
+pub(crate) const TITLE: TextRule = TextRule::not_blank(200);
+/// Up to 10,000 characters.
+pub(crate) const DESCRIPTION: TextRule = TextRule::text(10_000);
 
 /// A task to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,16 +31,10 @@ pub struct NewTask {
     #[schema(required = true, nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        example = "Call back the customer"
-    )]
+    #[schema(required = true, nullable = false, example = "Call back the customer")]
     pub title: Option<String>,
     /// Up to 10,000 characters.
-    #[schema(nullable = false, max_length = 10000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// `open` when left out.
     #[schema(value_type = TaskStatus, required = false)]
@@ -47,6 +43,7 @@ pub struct NewTask {
 
 impl RequestBody for NewTask {
     const FIELDS: &'static [&'static str] = TaskUpdate::FIELDS;
+    const RULES: &'static [(&'static str, Rule)] = TaskUpdate::RULES;
 }
 
 /// Changes to a task: fields left out keep their value.
@@ -58,15 +55,10 @@ pub struct TaskUpdate {
     #[schema(nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        example = "Call back the customer"
-    )]
+    #[schema(nullable = false, example = "Call back the customer")]
     pub title: Option<String>,
     /// Up to 10,000 characters.
-    #[schema(nullable = false, max_length = 10000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     #[schema(value_type = TaskStatus, required = false)]
     pub status: Option<String>,
@@ -74,6 +66,10 @@ pub struct TaskUpdate {
 
 impl RequestBody for TaskUpdate {
     const FIELDS: &'static [&'static str] = &["workspaceId", "title", "description", "status"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("title", Rule::Text(TITLE)),
+        ("description", Rule::Text(DESCRIPTION)),
+    ];
 }
 
 impl From<NewTask> for TaskUpdate {
@@ -97,13 +93,8 @@ impl TaskUpdate {
             errors.required("workspaceId", &self.workspace_id);
             errors.required("title", &self.title);
         }
-        errors.text("title", self.title.as_deref(), 1, TITLE_MAX);
-        errors.text(
-            "description",
-            self.description.as_deref(),
-            0,
-            DESCRIPTION_MAX,
-        );
+        errors.text("title", self.title.as_deref(), TITLE);
+        errors.text("description", self.description.as_deref(), DESCRIPTION);
         let status = self.status.as_deref().map(|s| {
             TaskStatus::parse(s).unwrap_or_else(|| {
                 errors.add("status", STATUS_MESSAGE);
@@ -144,8 +135,7 @@ fn unknown_workspace(e: StoreError) -> ApiError {
     params(
         ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
         ("Status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
+        Paging,
     ),
     responses((status = 200, body = List<Task>)),
 )]
