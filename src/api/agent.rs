@@ -117,7 +117,7 @@ impl AgentUpdate {
 
 /// List or search the organization's agents, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/Agent", tag = "Agent",
+    get, path = "/api/v1/Agent",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the name or description"),
         Paging,
@@ -129,20 +129,13 @@ async fn list_agents(
     caller: Caller,
     params: Params,
 ) -> Result<Json<List<Agent>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    let search = params.search("Search", &mut errors);
-    errors.check()?;
+    let (page, search) = params.page_and_search(Some("Search"))?;
     let listed = state.store.list_agents(caller.org_id, search, page).await?;
     Ok(Json(List::new(listed, page)))
 }
 
 /// Create an agent.
-#[utoipa::path(
-    post, path = "/api/v1/Agent", tag = "Agent",
-    request_body = NewAgent,
-    responses((status = 201, body = Agent)),
-)]
+#[utoipa::path(post, path = "/api/v1/Agent", request_body = NewAgent, responses((status = 201, body = Agent)))]
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,8 +164,7 @@ async fn create_agent(
 }
 
 /// Get one agent.
-#[utoipa::path(get, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), responses((status = 200, body = Agent)))]
+#[utoipa::path(get, path = "/api/v1/Agent/{agentId}", responses((status = 200, body = Agent)))]
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,8 +174,7 @@ async fn get_agent(
 }
 
 /// Update an agent. Fields left out keep their current value.
-#[utoipa::path(put, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), request_body = AgentUpdate, responses((status = 200, body = Agent)))]
+#[utoipa::path(put, path = "/api/v1/Agent/{agentId}", request_body = AgentUpdate, responses((status = 200, body = Agent)))]
 async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,8 +196,7 @@ async fn update_agent(
 }
 
 /// Delete an agent.
-#[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", responses((status = 204)))]
 async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,

@@ -167,7 +167,7 @@ fn actor(caller: &Caller) -> Actor {
 
 /// List or search the organization's keys, oldest first. Values are never shown.
 #[utoipa::path(
-    get, path = "/api/v1/ApiKey", tag = "ApiKey",
+    get, path = "/api/v1/ApiKey",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
         Paging,
@@ -179,12 +179,9 @@ async fn list_keys(
     caller: Caller,
     params: Params,
 ) -> Result<Json<List<KeyRecord>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    let search = params.search("Search", &mut errors).map(str::to_owned);
-    errors.check()?;
+    let (page, search) = params.page_and_search(Some("Search"))?;
     let filter = KeyFilter {
-        search,
+        search: search.map(str::to_owned),
         ..KeyFilter::default()
     };
     let keys = state.store.list_keys(caller.org_id, &filter).await?;
@@ -198,11 +195,7 @@ async fn list_keys(
 }
 
 /// Create a key. Its value is in this response only: store it now.
-#[utoipa::path(
-    post, path = "/api/v1/ApiKey", tag = "ApiKey",
-    request_body = NewApiKey,
-    responses((status = 201, body = IssuedKey)),
-)]
+#[utoipa::path(post, path = "/api/v1/ApiKey", request_body = NewApiKey, responses((status = 201, body = IssuedKey)))]
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,8 +222,7 @@ async fn create_key(
 /// Rotate a key: the successor (same name, scope, environment, owner and limit) is in this
 /// response only; the old key keeps working for the grace period.
 #[utoipa::path(
-    post, path = "/api/v1/ApiKey/{keyId}/rotate", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
+    post, path = "/api/v1/ApiKey/{keyId}/rotate",
     request_body(content = Option<Rotation>, description = "Optional; the grace period defaults to 24h"),
     responses((status = 200, body = IssuedKey)),
 )]
@@ -262,11 +254,7 @@ async fn rotate_key(
 
 /// Get one key of the organization: its record, never its value. A deleted key, or another
 /// organization's, is not found.
-#[utoipa::path(
-    get, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
-    responses((status = 200, body = KeyRecord)),
-)]
+#[utoipa::path(get, path = "/api/v1/ApiKey/{keyId}", responses((status = 200, body = KeyRecord)))]
 async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -276,11 +264,7 @@ async fn get_key(
 }
 
 /// Delete a key; it stops working at once.
-#[utoipa::path(
-    delete, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
-    responses((status = 204)),
-)]
+#[utoipa::path(delete, path = "/api/v1/ApiKey/{keyId}", responses((status = 204)))]
 async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,

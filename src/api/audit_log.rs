@@ -28,7 +28,7 @@ const CSV_HEADER: &str =
 /// With `Accept: text/csv` the answer is every matching record (not one page: `Offset` and
 /// `Limit` apply to JSON only) as CSV, streamed as it is read.
 #[utoipa::path(
-    get, path = "/api/v1/AuditLog", tag = "AuditLog",
+    get, path = "/api/v1/AuditLog",
     params(
         ("From" = Option<String>, Query, format = DateTime, description = "Only records at or after this RFC 3339 time"),
         ("To" = Option<String>, Query, format = DateTime, description = "Only records before this RFC 3339 time"),

@@ -61,11 +61,7 @@ fn valid_kind(kind: &str) -> bool {
 }
 
 /// List the connections this key can see, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/Connection", tag = "Connection",
-    params(Paging),
-    responses((status = 200, body = List<Connection>)),
-)]
+#[utoipa::path(get, path = "/api/v1/Connection", params(Paging), responses((status = 200, body = List<Connection>)))]
 async fn list_connections(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,7 +78,7 @@ async fn list_connections(
 
 /// Create a connection (admin scope).
 #[utoipa::path(
-    post, path = "/api/v1/Connection", tag = "Connection",
+    post, path = "/api/v1/Connection",
     request_body = NewConnection,
     responses((status = 201, body = Connection)),
 )]
@@ -126,11 +122,7 @@ async fn create_connection(
 }
 
 /// Get one connection.
-#[utoipa::path(
-    get, path = "/api/v1/Connection/{connectionId}", tag = "Connection",
-    params(("connectionId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Connection)),
-)]
+#[utoipa::path(get, path = "/api/v1/Connection/{connectionId}", responses((status = 200, body = Connection)))]
 async fn get_connection(
     State(state): State<AppState>,
     caller: Caller,

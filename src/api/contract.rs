@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayItems, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType,
     Type,
 };
 use utoipa::openapi::server::ServerBuilder;
 use utoipa::openapi::tag::TagBuilder;
-use utoipa::openapi::{OpenApi, Ref, RefOr};
+use utoipa::openapi::{OpenApi, Ref, RefOr, Required};
 use utoipa::ToSchema;
 
 use super::{agent, api_key, connection, conversation, file, named, realtime, task};
@@ -176,6 +176,7 @@ pub fn to_json(doc: &OpenApi) -> Vec<u8> {
 
 /// Adds limits, headers and links to the document the routes made.
 pub fn complete(doc: &mut OpenApi, settings: &Settings) {
+    tag_and_name_ids(doc);
     describe_successes(doc);
     share_list_items(doc);
     constrain_bodies(doc);
@@ -187,17 +188,24 @@ pub fn complete(doc: &mut OpenApi, settings: &Settings) {
     link_creates(doc);
 }
 
-fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+/// A path's operations, each with its method.
+pub(super) fn methods(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.patch,
-        &mut item.head,
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("patch", &mut item.patch),
+        ("head", &mut item.head),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(method, op)| Some((method, op.as_mut()?)))
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    methods(item).map(|(_, op)| op)
 }
 
 fn is(t: &SchemaType, wanted: Type) -> bool {
@@ -490,6 +498,41 @@ fn constrain_formats(doc: &mut OpenApi) {
             _ => {}
         }
     });
+}
+
+/// Each operation is tagged with its resource, the path's first segment (`/api/v1/Agent/…`
+/// is `Agent`), and declares the ids its path names: every path parameter is an id
+/// ([`crate::http::PathId`]), so the routes need not repeat either.
+fn tag_and_name_ids(doc: &mut OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let resource = path.trim_start_matches("/api/v1/").split('/').next();
+        let ids: Vec<&str> = path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for op in operations(item) {
+            op.tags = resource.map(|r| vec![r.to_owned()]);
+            if ids.is_empty() {
+                continue;
+            }
+            let parameters = op.parameters.get_or_insert_with(Vec::new);
+            for (at, name) in ids.iter().enumerate() {
+                if parameters.iter().any(|p| p.name == *name) {
+                    continue;
+                }
+                let schema = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+                let parameter = ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(schema))
+                    .build();
+                parameters.insert(at, parameter);
+            }
+        }
+    }
 }
 
 /// A success answer the route left undescribed says what its status means here.

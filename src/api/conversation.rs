@@ -168,8 +168,7 @@ pub(crate) async fn thread(
 /// and answers counted): a message that would take it past that with its answer is refused
 /// with 409 `conflict`, and nothing of it is stored. Start a new conversation then.
 #[utoipa::path(
-    post, path = "/api/v1/Agent/{agentId}/response", tag = "Agent",
-    params(("agentId" = Uuid, Path)),
+    post, path = "/api/v1/Agent/{agentId}/response",
     request_body = NewMessage,
     responses(
         (status = 200, description = "The answer, or with `Accept: text/event-stream` the answer as server-sent events", content(
@@ -487,11 +486,7 @@ impl Pending {
 }
 
 /// Get a conversation and its messages, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/Conversation/{conversationId}", tag = "Conversation",
-    params(("conversationId" = Uuid, Path)),
-    responses((status = 200, body = Conversation)),
-)]
+#[utoipa::path(get, path = "/api/v1/Conversation/{conversationId}", responses((status = 200, body = Conversation)))]
 async fn get_conversation(
     State(state): State<AppState>,
     caller: Caller,

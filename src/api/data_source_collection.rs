@@ -15,7 +15,7 @@ use crate::AppState;
 
 /// List the organization's data source collections, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
+    get, path = "/api/v1/DataSourceCollection",
     params(Paging),
     responses((status = 200, body = List<Named>)),
 )]
@@ -29,7 +29,7 @@ async fn list_collections(
 
 /// Create a data source collection (admin scope).
 #[utoipa::path(
-    post, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
+    post, path = "/api/v1/DataSourceCollection",
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
@@ -50,11 +50,7 @@ async fn create_collection(
 }
 
 /// Get one data source collection.
-#[utoipa::path(
-    get, path = "/api/v1/DataSourceCollection/{collectionId}", tag = "DataSourceCollection",
-    params(("collectionId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Named)),
-)]
+#[utoipa::path(get, path = "/api/v1/DataSourceCollection/{collectionId}", responses((status = 200, body = Named)))]
 async fn get_collection(
     State(state): State<AppState>,
     caller: Caller,

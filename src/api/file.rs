@@ -76,7 +76,7 @@ fn clean_name(raw: Option<&str>) -> String {
 /// The file expires (by default after 24 hours) and is then removed. Text files (text/*,
 /// JSON, CSV, Markdown) reach an agent as context when named in `fileIds`.
 #[utoipa::path(
-    post, path = "/api/v1/File", tag = "File",
+    post, path = "/api/v1/File",
     request_body(content = FileUpload, content_type = "multipart/form-data"),
     responses((status = 201, body = StoredFile)),
 )]
@@ -178,11 +178,7 @@ async fn save(state: &AppState, id: Uuid, mut field: Field<'_>, max: u64) -> Res
 }
 
 /// Get a file's metadata.
-#[utoipa::path(
-    get, path = "/api/v1/File/{fileId}", tag = "File",
-    params(("fileId" = Uuid, Path)),
-    responses((status = 200, body = StoredFile)),
-)]
+#[utoipa::path(get, path = "/api/v1/File/{fileId}", responses((status = 200, body = StoredFile)))]
 async fn get_file(
     State(state): State<AppState>,
     caller: Caller,

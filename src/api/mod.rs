@@ -104,17 +104,8 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let talks_to_model = path.ends_with("/response");
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-        ];
-        let writes = [false, true, true, true, true, false];
-        for (op, writes) in operations.into_iter().zip(writes) {
-            let Some(op) = op else { continue };
+        for (method, op) in contract::methods(item) {
+            let writes = !matches!(method, "get" | "head");
             let has_body = op.request_body.is_some();
             for (status, name, _) in PROBLEMS {
                 let applies = match status {
@@ -190,19 +181,25 @@ fn cors(state: &AppState) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
         ])
-        .allow_headers([
-            HeaderName::from_static("x-api-key"),
-            HeaderName::from_static("x-org-id"),
-            HeaderName::from_static("x-request-id"),
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-        ])
-        .expose_headers([
-            HeaderName::from_static("x-request-id"),
-            HeaderName::from_static("ratelimit"),
-            HeaderName::from_static("ratelimit-policy"),
-            header::RETRY_AFTER,
-        ])
+        .allow_headers(
+            [
+                "x-api-key",
+                "x-org-id",
+                "x-request-id",
+                "content-type",
+                "accept",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "x-request-id",
+                "ratelimit",
+                "ratelimit-policy",
+                "retry-after",
+            ]
+            .map(HeaderName::from_static),
+        )
         .max_age(std::time::Duration::from_secs(600))
 }
 

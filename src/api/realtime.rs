@@ -75,8 +75,7 @@ pub struct RealtimeSessionCreated {
 /// over it the frame is `{"type":"error","code":"rate_limited","retryAfter":<seconds>}` and
 /// the socket stays open.
 #[utoipa::path(
-    post, path = "/api/v1/Agent/{agentId}/realtime-session", tag = "Agent",
-    params(("agentId" = Uuid, Path)),
+    post, path = "/api/v1/Agent/{agentId}/realtime-session",
     request_body(content = Option<NewRealtimeSession>, description = "Optional"),
     responses((status = 201, body = RealtimeSessionCreated)),
 )]

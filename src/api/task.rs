@@ -131,7 +131,7 @@ fn unknown_workspace(e: StoreError) -> ApiError {
 
 /// List the organization's tasks, oldest first, optionally by workspace and status.
 #[utoipa::path(
-    get, path = "/api/v1/Task", tag = "Task",
+    get, path = "/api/v1/Task",
     params(
         ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
         ("Status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
@@ -170,11 +170,7 @@ async fn list_tasks(
 }
 
 /// Create a task in one of the organization's workspaces.
-#[utoipa::path(
-    post, path = "/api/v1/Task", tag = "Task",
-    request_body = NewTask,
-    responses((status = 201, body = Task)),
-)]
+#[utoipa::path(post, path = "/api/v1/Task", request_body = NewTask, responses((status = 201, body = Task)))]
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -200,11 +196,7 @@ async fn create_task(
 }
 
 /// Get one task.
-#[utoipa::path(
-    get, path = "/api/v1/Task/{taskId}", tag = "Task",
-    params(("taskId" = Uuid, Path)),
-    responses((status = 200, body = Task)),
-)]
+#[utoipa::path(get, path = "/api/v1/Task/{taskId}", responses((status = 200, body = Task)))]
 async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -215,8 +207,7 @@ async fn get_task(
 
 /// Update a task. Fields left out keep their current value.
 #[utoipa::path(
-    put, path = "/api/v1/Task/{taskId}", tag = "Task",
-    params(("taskId" = Uuid, Path)),
+    put, path = "/api/v1/Task/{taskId}",
     request_body = TaskUpdate,
     responses((status = 200, body = Task)),
 )]

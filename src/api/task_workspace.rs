@@ -14,11 +14,7 @@ use crate::store::{Catalog, Named};
 use crate::AppState;
 
 /// List the organization's task workspaces, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/TaskWorkspace", tag = "TaskWorkspace",
-    params(Paging),
-    responses((status = 200, body = List<Named>)),
-)]
+#[utoipa::path(get, path = "/api/v1/TaskWorkspace", params(Paging), responses((status = 200, body = List<Named>)))]
 async fn list_workspaces(
     State(state): State<AppState>,
     caller: Caller,
@@ -29,7 +25,7 @@ async fn list_workspaces(
 
 /// Create a task workspace.
 #[utoipa::path(
-    post, path = "/api/v1/TaskWorkspace", tag = "TaskWorkspace",
+    post, path = "/api/v1/TaskWorkspace",
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
@@ -49,11 +45,7 @@ async fn create_workspace(
 }
 
 /// Get one task workspace.
-#[utoipa::path(
-    get, path = "/api/v1/TaskWorkspace/{workspaceId}", tag = "TaskWorkspace",
-    params(("workspaceId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Named)),
-)]
+#[utoipa::path(get, path = "/api/v1/TaskWorkspace/{workspaceId}", responses((status = 200, body = Named)))]
 async fn get_workspace(
     State(state): State<AppState>,
     caller: Caller,

@@ -86,9 +86,16 @@ impl Params {
 
     /// A page that is all a list takes: `Offset` and `Limit`, refused with their names.
     pub fn only_page(&self) -> Result<Page, ApiError> {
+        self.page_and_search(None).map(|(page, _)| page)
+    }
+
+    /// A page, and the text to search for in the parameter named `search`: refused
+    /// together, with their names.
+    pub fn page_and_search(&self, search: Option<&str>) -> Result<(Page, Option<&str>), ApiError> {
         let mut errors = FieldErrors::default();
         let page = self.page(&mut errors);
-        errors.check().map(|()| page)
+        let text = search.and_then(|name| self.search(name, &mut errors));
+        errors.check().map(|()| (page, text))
     }
 
     /// An RFC 3339 time such as `2026-11-28T09:30:00Z`, of at most [`TIME_MAX`] characters.
