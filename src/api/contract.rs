@@ -690,7 +690,8 @@ fn declare_headers(doc: &mut OpenApi) {
     }
 }
 
-/// Each tag an operation uses, declared; and the server: this one, where the document is
+/// Each tag an operation uses, declared (with its description where `ApiDoc` gives one);
+/// and the server: this one, where the document is
 /// served (its address is the operator's, so it is relative).
 fn declare_tags_and_server(doc: &mut OpenApi) {
     let mut names = BTreeSet::new();
@@ -699,12 +700,12 @@ fn declare_tags_and_server(doc: &mut OpenApi) {
             names.extend(op.tags.iter().flatten().cloned());
         }
     }
-    doc.tags = Some(
-        names
-            .into_iter()
-            .map(|n| TagBuilder::new().name(n).build())
-            .collect(),
-    );
+    let tags = doc.tags.get_or_insert_with(Vec::new);
+    for name in names {
+        if !tags.iter().any(|t| t.name == name) {
+            tags.push(TagBuilder::new().name(name).build());
+        }
+    }
     // The External API is for integrations outside the organization's network.
     let audience = ExtensionsBuilder::new().add("x-internal", false).build();
     doc.servers = Some(vec![ServerBuilder::new()

@@ -43,6 +43,18 @@ use crate::AppState;
     info(title = "Siesta External API", description = "Work with one organization's agents, tasks, files and audit data."),
     modifiers(&SecurityAddon),
     components(schemas(Problem)),
+    tags(
+        (name = "Agent", description = "Agents, and talking to them over HTTP or a realtime session."),
+        (name = "ApiKey", description = "The organization's API keys (admin): list, create, rotate, delete. Values are shown once."),
+        (name = "AuditLog", description = "What happened in the organization, newest first, as JSON pages or one CSV file (admin)."),
+        (name = "Connection", description = "Connections to outside systems; a private one is seen only by its creator's keys."),
+        (name = "Conversation", description = "The transcripts of conversations with agents."),
+        (name = "DataSourceCollection", description = "Data source collections: read with `read`, created with `admin`."),
+        (name = "File", description = "Temporary files, given to agents as context, gone once they expire."),
+        (name = "Me", description = "The key that makes the request."),
+        (name = "Task", description = "Tasks, each in one of the organization's workspaces."),
+        (name = "TaskWorkspace", description = "The places an organization's tasks live."),
+    ),
     security(("ApiKey" = [], "OrgId" = [])),
 )]
 struct ApiDoc;
