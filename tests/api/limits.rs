@@ -274,47 +274,28 @@ async fn the_server_enforces_exactly_the_limits_the_document_states() {
     .await;
     let t = app.tenant("Acme").await;
     let key = t.admin.as_str();
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get("/openapi.json", key, t.org_id).await.ok(200);
 
     // Objects for the operations whose path names one: a body is checked once its object is
     // found, so it is sent to one that exists.
-    let agent = app
-        .post("/api/v1/Agent", key, t.org_id, json!({"name": "Limits"}))
-        .await
-        .ok(201);
-    let workspace = app
-        .post(
-            "/api/v1/TaskWorkspace",
-            key,
-            t.org_id,
-            json!({"name": "Limits"}),
-        )
-        .await
-        .ok(201);
-    let body = json!({"title": "Limits", "workspaceId": workspace["id"]});
-    let task = app.post("/api/v1/Task", key, t.org_id, body).await.ok(201);
-    let api_key = app
-        .post(
-            "/api/v1/ApiKey",
-            key,
-            t.org_id,
-            json!({"name": "limits-test-key"}),
-        )
-        .await
-        .ok(201);
+    let make = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { app.post(path, key, t.org_id, body).await.ok(201)["id"].clone() }
+    };
+    let agent = make("/api/v1/Agent", json!({"name": "Limits"})).await;
+    let workspace = make("/api/v1/TaskWorkspace", json!({"name": "Limits"})).await;
+    let task = make(
+        "/api/v1/Task",
+        json!({"title": "Limits", "workspaceId": workspace}),
+    )
+    .await;
+    let api_key = make("/api/v1/ApiKey", json!({"name": "limits-test-key"})).await;
     let ids = [
-        ("{agentId}", agent["id"].as_str().unwrap().to_owned()),
-        ("{taskId}", task["id"].as_str().unwrap().to_owned()),
-        ("{keyId}", api_key["id"].as_str().unwrap().to_owned()),
-    ];
+        ("{agentId}", agent),
+        ("{taskId}", task),
+        ("{keyId}", api_key),
+    ]
+    .map(|(name, id)| (name, id.as_str().unwrap().to_owned()));
 
     let mut contract = Contract {
         doc,
