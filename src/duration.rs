@@ -16,6 +16,8 @@ const MAX_DIGITS: usize = 6;
 pub const DURATION_PATTERN: &str = "^(0[smhd]?|[1-9][0-9]{0,5}[smhd])$";
 /// The same without `0`: a duration longer than nothing.
 pub const POSITIVE_DURATION_PATTERN: &str = "^[1-9][0-9]{0,5}[smhd]$";
+/// The longest duration as text: the digits and the unit.
+pub const DURATION_MAX: usize = MAX_DIGITS + 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is not a duration: use a whole number of up to 6 digits (no leading zeros) followed by s, m, h or d (for example 0s, 30s, 15m, 24h, 30d)")]

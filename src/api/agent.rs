@@ -8,47 +8,42 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::api::named::{DESCRIPTION, NAME};
 use crate::auth::audited;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::http::{ApiJson, FieldErrors, List, Paging, Params, RequestBody, Rule, TextRule};
 use crate::state::AppState;
 use crate::store::Agent;
 
-const NAME_MAX: usize = 100;
-const DESCRIPTION_MAX: usize = 2_000;
-const INSTRUCTIONS_MAX: usize = 32_000;
-const MODEL_MAX: usize = 200;
+/// Up to 32,000 characters.
+pub(crate) const INSTRUCTIONS: TextRule = TextRule::text(32_000);
+/// 1 to 200 characters, not blank.
+pub(crate) const MODEL: TextRule = TextRule::not_blank(200);
 
 /// An agent to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewAgent {
     /// 1 to 100 characters, not blank.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "Support triage"
-    )]
+    #[schema(required = true, nullable = false, example = "Support triage")]
     pub name: Option<String>,
     /// Up to 2,000 characters.
-    #[schema(nullable = false, max_length = 2000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// The system prompt the agent answers with; up to 32,000 characters.
-    #[schema(nullable = false, max_length = 32000)]
+    #[schema(nullable = false)]
     pub instructions: Option<String>,
     /// The model to use instead of the server's default; left out or `null` for the default.
-    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
 }
 
 impl RequestBody for NewAgent {
     const FIELDS: &'static [&'static str] = AgentUpdate::FIELDS;
     const NULLABLE: &'static [&'static str] = AgentUpdate::NULLABLE;
+    const RULES: &'static [(&'static str, Rule)] = AgentUpdate::RULES;
 }
 
 /// Changes to an agent: fields left out keep their value.
@@ -56,28 +51,29 @@ impl RequestBody for NewAgent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentUpdate {
     /// 1 to 100 characters, not blank.
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "Support triage"
-    )]
+    #[schema(nullable = false, example = "Support triage")]
     pub name: Option<String>,
     /// Up to 2,000 characters.
-    #[schema(nullable = false, max_length = 2000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// The system prompt the agent answers with; up to 32,000 characters.
-    #[schema(nullable = false, max_length = 32000)]
+    #[schema(nullable = false)]
     pub instructions: Option<String>,
     /// The model to use instead of the server's default; `null` to go back to the default.
     #[serde(default, deserialize_with = "crate::http::present")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<String>)]
     pub model: Option<Option<String>>,
 }
 
 impl RequestBody for AgentUpdate {
     const FIELDS: &'static [&'static str] = &["name", "description", "instructions", "model"];
     const NULLABLE: &'static [&'static str] = &["model"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("name", Rule::Text(NAME)),
+        ("description", Rule::Text(DESCRIPTION)),
+        ("instructions", Rule::Text(INSTRUCTIONS)),
+        ("model", Rule::Text(MODEL)),
+    ];
 }
 
 impl From<NewAgent> for AgentUpdate {
@@ -98,25 +94,11 @@ impl AgentUpdate {
         if creating {
             errors.required("name", &self.name);
         }
-        errors.text("name", self.name.as_deref(), 1, NAME_MAX);
-        errors.text(
-            "description",
-            self.description.as_deref(),
-            0,
-            DESCRIPTION_MAX,
-        );
-        errors.text(
-            "instructions",
-            self.instructions.as_deref(),
-            0,
-            INSTRUCTIONS_MAX,
-        );
-        errors.text(
-            "model",
-            self.model.as_ref().and_then(Option::as_deref),
-            1,
-            MODEL_MAX,
-        );
+        errors.text("name", self.name.as_deref(), NAME);
+        errors.text("description", self.description.as_deref(), DESCRIPTION);
+        errors.text("instructions", self.instructions.as_deref(), INSTRUCTIONS);
+        let model = self.model.as_ref().and_then(Option::as_deref);
+        errors.text("model", model, MODEL);
         errors.check()?;
         if let Some(name) = self.name {
             agent.name = name.trim().to_owned();
@@ -136,11 +118,10 @@ impl AgentUpdate {
 
 /// List or search the organization's agents, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/Agent", tag = "Agent",
+    get, path = "/api/v1/Agent",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the name or description"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
+        Paging,
     ),
     responses((status = 200, body = List<Agent>)),
 )]
@@ -149,20 +130,13 @@ async fn list_agents(
     caller: Caller,
     params: Params,
 ) -> Result<Json<List<Agent>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    let search = params.search("Search", &mut errors);
-    errors.check()?;
+    let (page, search) = params.page_and_search(Some("Search"))?;
     let listed = state.store.list_agents(caller.org_id, search, page).await?;
     Ok(Json(List::new(listed, page)))
 }
 
 /// Create an agent.
-#[utoipa::path(
-    post, path = "/api/v1/Agent", tag = "Agent",
-    request_body = NewAgent,
-    responses((status = 201, body = Agent)),
-)]
+#[utoipa::path(post, path = "/api/v1/Agent", request_body = NewAgent, responses((status = 201, body = Agent)))]
 async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,8 +165,7 @@ async fn create_agent(
 }
 
 /// Get one agent.
-#[utoipa::path(get, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), responses((status = 200, body = Agent)))]
+#[utoipa::path(get, path = "/api/v1/Agent/{agentId}", responses((status = 200, body = Agent)))]
 async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,8 +175,7 @@ async fn get_agent(
 }
 
 /// Update an agent. Fields left out keep their current value.
-#[utoipa::path(put, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), request_body = AgentUpdate, responses((status = 200, body = Agent)))]
+#[utoipa::path(put, path = "/api/v1/Agent/{agentId}", request_body = AgentUpdate, responses((status = 200, body = Agent)))]
 async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -225,8 +197,7 @@ async fn update_agent(
 }
 
 /// Delete an agent.
-#[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", tag = "Agent",
-    params(("agentId" = uuid::Uuid, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", responses((status = 204)))]
 async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,

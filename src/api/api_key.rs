@@ -15,10 +15,14 @@ use crate::auth::audited;
 use crate::auth::revocation;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
-use crate::duration::{HumanDuration, MAX_RATE_LIMIT};
+use crate::duration::{
+    HumanDuration, DURATION_MAX, DURATION_PATTERN, MAX_RATE_LIMIT, POSITIVE_DURATION_PATTERN,
+};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, OptionalJson, Params, RequestBody};
+use crate::http::{
+    ApiJson, Chars, FieldErrors, List, OptionalJson, Paging, Params, RequestBody, Rule, TextRule,
+};
 use crate::key::{Environment, Scope};
 use crate::lifecycle::{self, Actor, IssuedKey, KeySpec, DEFAULT_GRACE};
 use crate::state::AppState;
@@ -30,13 +34,7 @@ use crate::store::{KeyFilter, KeyRecord, Listed};
 pub struct NewApiKey {
     /// 1 to 100 printable characters, not starting or ending with a space, unique among the
     /// organization's live keys. Suggested pattern: `<system>-<environment>-<purpose>`.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "crm-prod-sync"
-    )]
+    #[schema(required = true, nullable = false, example = "crm-prod-sync")]
     pub name: Option<String>,
     /// `read` when left out. At most what the owner's role allows: `write` for a `member`
     /// (400 naming `scope` beyond it).
@@ -50,14 +48,38 @@ pub struct NewApiKey {
     #[schema(nullable = false, example = "90d")]
     pub expires_in: Option<String>,
     /// Requests per minute; without it the server default applies.
-    #[schema(value_type = u32, required = false, minimum = 1, maximum = 1_000_000_000)]
+    #[schema(value_type = u32, required = false)]
     pub rate_limit: Option<serde_json::Number>,
 }
 
 impl RequestBody for NewApiKey {
     const FIELDS: &'static [&'static str] =
         &["name", "scope", "environment", "expiresIn", "rateLimit"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("name", Rule::Text(KEY_NAME)),
+        (
+            "expiresIn",
+            Rule::Grammar {
+                pattern: POSITIVE_DURATION_PATTERN,
+                max: DURATION_MAX,
+            },
+        ),
+        (
+            "rateLimit",
+            Rule::Whole {
+                min: 1,
+                max: MAX_RATE_LIMIT as i64,
+            },
+        ),
+    ];
 }
+
+/// A key's name, as [`lifecycle::check_name`] checks it for the API and the command line.
+const KEY_NAME: TextRule = TextRule {
+    min: 1,
+    max: lifecycle::NAME_MAX,
+    chars: Chars::Name,
+};
 
 impl NewApiKey {
     fn into_spec(self) -> Result<KeySpec> {
@@ -129,6 +151,13 @@ pub struct Rotation {
 
 impl RequestBody for Rotation {
     const FIELDS: &'static [&'static str] = &["grace"];
+    const RULES: &'static [(&'static str, Rule)] = &[(
+        "grace",
+        Rule::Grammar {
+            pattern: DURATION_PATTERN,
+            max: DURATION_MAX,
+        },
+    )];
 }
 
 fn actor(caller: &Caller) -> Actor {
@@ -140,11 +169,10 @@ fn actor(caller: &Caller) -> Actor {
 
 /// List or search the organization's keys, oldest first. Values are never shown.
 #[utoipa::path(
-    get, path = "/api/v1/ApiKey", tag = "ApiKey",
+    get, path = "/api/v1/ApiKey",
     params(
         ("Search" = Option<String>, Query, description = "Case-insensitive text in the key's name"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
+        Paging,
     ),
     responses((status = 200, body = List<KeyRecord>)),
 )]
@@ -153,12 +181,9 @@ async fn list_keys(
     caller: Caller,
     params: Params,
 ) -> Result<Json<List<KeyRecord>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    let search = params.search("Search", &mut errors).map(str::to_owned);
-    errors.check()?;
+    let (page, search) = params.page_and_search(Some("Search"))?;
     let filter = KeyFilter {
-        search,
+        search: search.map(str::to_owned),
         ..KeyFilter::default()
     };
     let keys = state.store.list_keys(caller.org_id, &filter).await?;
@@ -172,11 +197,7 @@ async fn list_keys(
 }
 
 /// Create a key. Its value is in this response only: store it now.
-#[utoipa::path(
-    post, path = "/api/v1/ApiKey", tag = "ApiKey",
-    request_body = NewApiKey,
-    responses((status = 201, body = IssuedKey)),
-)]
+#[utoipa::path(post, path = "/api/v1/ApiKey", request_body = NewApiKey, responses((status = 201, body = IssuedKey)))]
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,8 +224,7 @@ async fn create_key(
 /// Rotate a key: the successor (same name, scope, environment, owner and limit) is in this
 /// response only; the old key keeps working for the grace period.
 #[utoipa::path(
-    post, path = "/api/v1/ApiKey/{keyId}/rotate", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
+    post, path = "/api/v1/ApiKey/{keyId}/rotate",
     request_body(content = Option<Rotation>, description = "Optional; the grace period defaults to 24h"),
     responses((status = 200, body = IssuedKey)),
 )]
@@ -236,11 +256,7 @@ async fn rotate_key(
 
 /// Get one key of the organization: its record, never its value. A deleted key, or another
 /// organization's, is not found.
-#[utoipa::path(
-    get, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
-    responses((status = 200, body = KeyRecord)),
-)]
+#[utoipa::path(get, path = "/api/v1/ApiKey/{keyId}", responses((status = 200, body = KeyRecord)))]
 async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -250,11 +266,7 @@ async fn get_key(
 }
 
 /// Delete a key; it stops working at once.
-#[utoipa::path(
-    delete, path = "/api/v1/ApiKey/{keyId}", tag = "ApiKey",
-    params(("keyId" = uuid::Uuid, Path)),
-    responses((status = 204)),
-)]
+#[utoipa::path(delete, path = "/api/v1/ApiKey/{keyId}", responses((status = 204)))]
 async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,

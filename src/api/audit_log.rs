@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
-use crate::http::{FieldErrors, List, Params};
+use crate::http::{FieldErrors, List, Paging, Params};
 use crate::state::AppState;
 use crate::store::{AuditCursor, AuditFilter, AuditRecord, Store};
 
@@ -26,16 +26,15 @@ const CSV_HEADER: &str =
 
 /// List audit records: key lifecycle events, changes, and every authenticated request.
 ///
-/// With `Accept: text/csv` the answer is every matching record (not one page) as CSV,
-/// streamed as it is read.
+/// With `Accept: text/csv` the answer is every matching record (not one page: `Offset` and
+/// `Limit` apply to JSON only) as CSV, streamed as it is read.
 #[utoipa::path(
-    get, path = "/api/v1/AuditLog", tag = "AuditLog",
+    get, path = "/api/v1/AuditLog",
     params(
         ("From" = Option<String>, Query, format = DateTime, description = "Only records at or after this RFC 3339 time"),
         ("To" = Option<String>, Query, format = DateTime, description = "Only records before this RFC 3339 time"),
         ("Action" = Option<String>, Query, description = "Only records of this action, such as `api_key.created`"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0); JSON only"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25); JSON only"),
+        Paging,
     ),
     responses(
         (status = 200, description = "A page of records, or with `Accept: text/csv` every matching record", content(

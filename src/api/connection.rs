@@ -9,12 +9,13 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::api::named::NAME;
 use crate::auth::audited;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::http::{ApiJson, FieldErrors, List, Paging, Params, RequestBody, Rule};
 use crate::state::AppState;
 use crate::store::{Connection, Visibility};
 
@@ -23,22 +24,11 @@ use crate::store::{Connection, Visibility};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewConnection {
     /// 1 to 100 characters, not blank.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "Support desk"
-    )]
+    #[schema(required = true, nullable = false, example = "Support desk")]
     pub name: Option<String>,
     /// The kind of system: 1 to 50 lowercase letters, digits, `_` or `-`, e.g. `zendesk`.
     #[serde(rename = "type")]
-    #[schema(
-        required = true,
-        nullable = false,
-        pattern = "^[a-z0-9_-]{1,50}$",
-        example = "zendesk"
-    )]
+    #[schema(required = true, nullable = false, example = "zendesk")]
     pub kind: Option<String>,
     /// `private` when left out.
     #[schema(value_type = Visibility, required = false)]
@@ -47,32 +37,38 @@ pub struct NewConnection {
 
 impl RequestBody for NewConnection {
     const FIELDS: &'static [&'static str] = &["name", "type", "visibility"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("name", Rule::Text(NAME)),
+        (
+            "type",
+            Rule::Grammar {
+                pattern: KIND_PATTERN,
+                max: KIND_MAX,
+            },
+        ),
+    ];
 }
 
+/// The longest connection type.
+pub(crate) const KIND_MAX: usize = 50;
+/// A connection type as [`valid_kind`] reads it.
+const KIND_PATTERN: &str = "^[a-z0-9_-]{1,50}$";
+
 fn valid_kind(kind: &str) -> bool {
-    (1..=50).contains(&kind.len())
+    (1..=KIND_MAX).contains(&kind.len())
         && kind
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// List the connections this key can see, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/Connection", tag = "Connection",
-    params(
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
-    ),
-    responses((status = 200, body = List<Connection>)),
-)]
+#[utoipa::path(get, path = "/api/v1/Connection", params(Paging), responses((status = 200, body = List<Connection>)))]
 async fn list_connections(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
 ) -> Result<Json<List<Connection>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    errors.check()?;
+    let page = params.only_page()?;
     let member = caller.key().created_by;
     let listed = state
         .store
@@ -83,7 +79,7 @@ async fn list_connections(
 
 /// Create a connection (admin scope).
 #[utoipa::path(
-    post, path = "/api/v1/Connection", tag = "Connection",
+    post, path = "/api/v1/Connection",
     request_body = NewConnection,
     responses((status = 201, body = Connection)),
 )]
@@ -96,7 +92,7 @@ async fn create_connection(
     errors.required("name", &input.name);
     errors.required("type", &input.kind);
     let name = input.name.as_deref();
-    errors.text("name", name, 1, 100);
+    errors.text("name", name, NAME);
     if input.kind.as_deref().is_some_and(|k| !valid_kind(k)) {
         errors.add("type", "must be 1 to 50 lowercase letters, digits, _ or -");
     }
@@ -127,11 +123,7 @@ async fn create_connection(
 }
 
 /// Get one connection.
-#[utoipa::path(
-    get, path = "/api/v1/Connection/{connectionId}", tag = "Connection",
-    params(("connectionId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Connection)),
-)]
+#[utoipa::path(get, path = "/api/v1/Connection/{connectionId}", responses((status = 200, body = Connection)))]
 async fn get_connection(
     State(state): State<AppState>,
     caller: Caller,

@@ -23,7 +23,7 @@ use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result, REQUEST_ID};
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, RequestBody};
+use crate::http::{ApiJson, FieldErrors, RequestBody, Rule, TextRule};
 use crate::provider::{Answer, Attachment, Prompt, ProviderError, Turn};
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -32,8 +32,10 @@ use crate::store::{
     MessageRole, StoreError,
 };
 
-pub(crate) const MESSAGE_MAX: usize = 32_000;
-const FILES_MAX: usize = 10;
+/// A message to an agent, over HTTP or a realtime socket: 1 to 32,000 characters, not blank.
+pub(crate) const MESSAGE: TextRule = TextRule::not_blank(32_000);
+/// The most files a message may name.
+pub(crate) const FILES_MAX: usize = 10;
 
 /// A message to an agent.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -43,8 +45,6 @@ pub struct NewMessage {
     #[schema(
         required = true,
         nullable = false,
-        min_length = 1,
-        max_length = 32000,
         example = "Summarise yesterday's tickets"
     )]
     pub message: Option<String>,
@@ -54,12 +54,16 @@ pub struct NewMessage {
     pub conversation_id: Option<Uuid>,
     /// Up to 10 of the organization's unexpired files, given to the agent as context.
     #[serde(default, deserialize_with = "crate::http::id_list")]
-    #[schema(nullable = false, max_items = 10)]
+    #[schema(nullable = false)]
     pub file_ids: Option<Vec<Uuid>>,
 }
 
 impl RequestBody for NewMessage {
     const FIELDS: &'static [&'static str] = &["message", "conversationId", "fileIds"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("message", Rule::Text(MESSAGE)),
+        ("fileIds", Rule::Items(FILES_MAX)),
+    ];
 }
 
 /// The agent's answer.
@@ -166,8 +170,7 @@ pub(crate) async fn thread(
 /// and answers counted): a message that would take it past that with its answer is refused
 /// with 409 `conflict`, and nothing of it is stored. Start a new conversation then.
 #[utoipa::path(
-    post, path = "/api/v1/Agent/{agentId}/response", tag = "Agent",
-    params(("agentId" = Uuid, Path)),
+    post, path = "/api/v1/Agent/{agentId}/response",
     request_body = NewMessage,
     responses(
         (status = 200, description = "The answer, or with `Accept: text/event-stream` the answer as server-sent events", content(
@@ -185,7 +188,7 @@ async fn respond(
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
     errors.required("message", &input.message);
-    errors.text("message", input.message.as_deref(), 1, MESSAGE_MAX);
+    errors.text("message", input.message.as_deref(), MESSAGE);
     if input.file_ids.as_ref().is_some_and(|f| f.len() > FILES_MAX) {
         errors.add("fileIds", format!("at most {FILES_MAX} files"));
     }
@@ -485,11 +488,7 @@ impl Pending {
 }
 
 /// Get a conversation and its messages, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/Conversation/{conversationId}", tag = "Conversation",
-    params(("conversationId" = Uuid, Path)),
-    responses((status = 200, body = Conversation)),
-)]
+#[utoipa::path(get, path = "/api/v1/Conversation/{conversationId}", responses((status = 200, body = Conversation)))]
 async fn get_conversation(
     State(state): State<AppState>,
     caller: Caller,

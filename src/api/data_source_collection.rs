@@ -10,17 +10,14 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, List, Params};
+use crate::http::{ApiJson, List, Paging, Params};
 use crate::state::AppState;
 use crate::store::{Catalog, Named};
 
 /// List the organization's data source collections, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
-    params(
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
-    ),
+    get, path = "/api/v1/DataSourceCollection",
+    params(Paging),
     responses((status = 200, body = List<Named>)),
 )]
 async fn list_collections(
@@ -33,7 +30,7 @@ async fn list_collections(
 
 /// Create a data source collection (admin scope).
 #[utoipa::path(
-    post, path = "/api/v1/DataSourceCollection", tag = "DataSourceCollection",
+    post, path = "/api/v1/DataSourceCollection",
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
@@ -54,11 +51,7 @@ async fn create_collection(
 }
 
 /// Get one data source collection.
-#[utoipa::path(
-    get, path = "/api/v1/DataSourceCollection/{collectionId}", tag = "DataSourceCollection",
-    params(("collectionId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Named)),
-)]
+#[utoipa::path(get, path = "/api/v1/DataSourceCollection/{collectionId}", responses((status = 200, body = Named)))]
 async fn get_collection(
     State(state): State<AppState>,
     caller: Caller,

@@ -52,13 +52,18 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
-/// A file name as kept: its last path component, printable, at most 255 characters.
+/// The longest file name kept, in characters.
+pub(crate) const NAME_MAX: usize = 255;
+/// The longest content type kept, in bytes (ASCII: as many characters).
+pub(crate) const CONTENT_TYPE_MAX: usize = 255;
+
+/// A file name as kept: its last path component, printable, at most [`NAME_MAX`] characters.
 fn clean_name(raw: Option<&str>) -> String {
     let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let name: String = base
         .chars()
         .filter(|c| !c.is_control() && !crate::http::is_bidi_control(*c))
-        .take(255)
+        .take(NAME_MAX)
         .collect();
     if name.trim().is_empty() {
         "upload".to_owned()
@@ -72,7 +77,7 @@ fn clean_name(raw: Option<&str>) -> String {
 /// The file expires (by default after 24 hours) and is then removed. Text files (text/*,
 /// JSON, CSV, Markdown) reach an agent as context when named in `fileIds`.
 #[utoipa::path(
-    post, path = "/api/v1/File", tag = "File",
+    post, path = "/api/v1/File",
     request_body(content = FileUpload, content_type = "multipart/form-data"),
     responses((status = 201, body = StoredFile)),
 )]
@@ -106,7 +111,7 @@ async fn upload(
     let name = clean_name(field.file_name());
     let content_type = field
         .content_type()
-        .filter(|c| !c.is_empty() && c.len() <= 255)
+        .filter(|c| !c.is_empty() && c.len() <= CONTENT_TYPE_MAX)
         .unwrap_or("application/octet-stream")
         .to_owned();
     let saved = match save(&state, id, field, max).await {
@@ -174,11 +179,7 @@ async fn save(state: &AppState, id: Uuid, mut field: Field<'_>, max: u64) -> Res
 }
 
 /// Get a file's metadata.
-#[utoipa::path(
-    get, path = "/api/v1/File/{fileId}", tag = "File",
-    params(("fileId" = Uuid, Path)),
-    responses((status = 200, body = StoredFile)),
-)]
+#[utoipa::path(get, path = "/api/v1/File/{fileId}", responses((status = 200, body = StoredFile)))]
 async fn get_file(
     State(state): State<AppState>,
     caller: Caller,

@@ -36,7 +36,7 @@ pub struct Me {
 ///
 /// A read-only request that is safe for checking that credentials work, for example right
 /// after rotating a key.
-#[utoipa::path(get, path = "/api/v1/Me", tag = "Me", responses((status = 200, body = Me)))]
+#[utoipa::path(get, path = "/api/v1/Me", responses((status = 200, body = Me)))]
 async fn me(caller: Caller) -> Json<Me> {
     let key = caller.key();
     Json(Me {

@@ -43,6 +43,18 @@ use crate::state::AppState;
     info(title = "Siesta External API", description = "Work with one organization's agents, tasks, files and audit data."),
     modifiers(&SecurityAddon),
     components(schemas(Problem)),
+    tags(
+        (name = "Agent", description = "Agents, and talking to them over HTTP or a realtime session."),
+        (name = "ApiKey", description = "The organization's API keys (admin): list, create, rotate, delete. Values are shown once."),
+        (name = "AuditLog", description = "What happened in the organization, newest first, as JSON pages or one CSV file (admin)."),
+        (name = "Connection", description = "Connections to outside systems; a private one is seen only by its creator's keys."),
+        (name = "Conversation", description = "The transcripts of conversations with agents."),
+        (name = "DataSourceCollection", description = "Data source collections: read with `read`, created with `admin`."),
+        (name = "File", description = "Temporary files, given to agents as context, gone once they expire."),
+        (name = "Me", description = "The key that makes the request."),
+        (name = "Task", description = "Tasks, each in one of the organization's workspaces."),
+        (name = "TaskWorkspace", description = "The places an organization's tasks live."),
+    ),
     security(("ApiKey" = [], "OrgId" = [])),
 )]
 struct ApiDoc;
@@ -88,55 +100,24 @@ const PROBLEMS: [(&str, &str, &str); 12] = [
 /// Adds to every operation the problem answers it can give, as references to shared
 /// responses: the router decides what exists, this decides how refusals look.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
     let components = doc.components.get_or_insert_with(Default::default);
-    for (status, name, description) in PROBLEMS {
-        let mut response = ResponseBuilder::new().description(description).content(
+    for (_, name, description) in PROBLEMS {
+        let response = ResponseBuilder::new().description(description).content(
             crate::error::PROBLEM_JSON,
             ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),
         );
-        if status == "429" {
-            let text = |d: &str| {
-                HeaderBuilder::new()
-                    .schema(
-                        utoipa::openapi::ObjectBuilder::new()
-                            .schema_type(utoipa::openapi::schema::Type::String),
-                    )
-                    .description(Some(d))
-                    .build()
-            };
-            response = response
-                .header("Retry-After", text("Whole seconds to wait, at least 1."))
-                .header(
-                    "RateLimit-Policy",
-                    text("The key's quota, e.g. `\"api-key\";q=600;w=60`."),
-                )
-                .header(
-                    "RateLimit",
-                    text("What is left, e.g. `\"api-key\";r=0;t=12`."),
-                );
-        }
         components
             .responses
             .insert(name.to_owned(), RefOr::T(response.build()));
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let talks_to_model = path.ends_with("/response");
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-        ];
-        let writes = [false, true, true, true, true, false];
-        for (op, writes) in operations.into_iter().zip(writes) {
-            let Some(op) = op else { continue };
+        for (method, op) in contract::methods(item) {
+            let writes = !matches!(method, "get" | "head");
             let has_body = op.request_body.is_some();
             for (status, name, _) in PROBLEMS {
                 let applies = match status {
@@ -176,7 +157,7 @@ fn api(settings: &crate::settings::Settings) -> (Router<AppState>, utoipa::opena
         .merge(task_workspace::router())
         .split_for_parts();
     document_errors(&mut doc);
-    contract::complete(&mut doc);
+    contract::complete(&mut doc, settings);
     (router, doc)
 }
 
@@ -208,19 +189,25 @@ fn cors(state: &AppState) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
         ])
-        .allow_headers([
-            HeaderName::from_static("x-api-key"),
-            HeaderName::from_static("x-org-id"),
-            HeaderName::from_static("x-request-id"),
-            header::CONTENT_TYPE,
-            header::ACCEPT,
-        ])
-        .expose_headers([
-            HeaderName::from_static("x-request-id"),
-            HeaderName::from_static("ratelimit"),
-            HeaderName::from_static("ratelimit-policy"),
-            header::RETRY_AFTER,
-        ])
+        .allow_headers(
+            [
+                "x-api-key",
+                "x-org-id",
+                "x-request-id",
+                "content-type",
+                "accept",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "x-request-id",
+                "ratelimit",
+                "ratelimit-policy",
+                "retry-after",
+            ]
+            .map(HeaderName::from_static),
+        )
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -10,30 +10,34 @@ use utoipa::ToSchema;
 use crate::auth::audited;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody, Rule, TextRule};
 use crate::state::AppState;
 use crate::store::{Catalog, Named};
+
+/// The name of an agent, a connection, a workspace or a collection: 1 to 100 characters,
+/// not blank, kept without the white space around it.
+pub(crate) const NAME: TextRule = TextRule::not_blank(100);
+/// The description of an agent, a workspace or a collection: up to 2,000 characters.
+pub(crate) const DESCRIPTION: TextRule = TextRule::text(2_000);
 
 /// An object to create: a name and a description.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewNamed {
     /// 1 to 100 characters, not blank.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        example = "Support escalations"
-    )]
+    #[schema(required = true, nullable = false, example = "Support escalations")]
     pub name: Option<String>,
     /// Up to 2,000 characters.
-    #[schema(nullable = false, max_length = 2000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
 }
 
 impl RequestBody for NewNamed {
     const FIELDS: &'static [&'static str] = &["name", "description"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("name", Rule::Text(NAME)),
+        ("description", Rule::Text(DESCRIPTION)),
+    ];
 }
 
 pub async fn list(
@@ -42,9 +46,7 @@ pub async fn list(
     params: &Params,
     catalog: Catalog,
 ) -> Result<Json<List<Named>>> {
-    let mut errors = FieldErrors::default();
-    let page = params.page(&mut errors);
-    errors.check()?;
+    let page = params.only_page()?;
     let listed = state.store.list_named(catalog, caller.org_id, page).await?;
     Ok(Json(List::new(listed, page)))
 }
@@ -59,8 +61,8 @@ pub async fn create(
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
     errors.required("name", &input.name);
-    errors.text("name", input.name.as_deref(), 1, 100);
-    errors.text("description", input.description.as_deref(), 0, 2_000);
+    errors.text("name", input.name.as_deref(), NAME);
+    errors.text("description", input.description.as_deref(), DESCRIPTION);
     errors.check()?;
     let now = state.settings.clock.now();
     let object = Named {

@@ -14,9 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::api::conversation::{
-    ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE_MAX,
-};
+use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE};
 use crate::auth::audited;
 use crate::auth::{rate_limit, Caller};
 use crate::auth::{Guard, Policy};
@@ -32,6 +30,11 @@ use crate::store::{RealtimeSession, StoreError};
 /// The largest frame a client may send: a message of 32,000 characters, each written as a
 /// six-byte JSON escape, and room for the frame's other members.
 const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// The random characters of a client secret, after its `rts_` prefix.
+const SECRET_RANDOM: usize = 40;
+/// A client secret's length: `rts_` and the random characters.
+pub(crate) const CLIENT_SECRET_LEN: usize = 4 + SECRET_RANDOM;
 
 /// Why a session, or a socket already open, stops when the key that created it stops working.
 const KEY_GONE: &str = "This realtime session has ended: the key that created it no longer works.";
@@ -73,8 +76,7 @@ pub struct RealtimeSessionCreated {
 /// over it the frame is `{"type":"error","code":"rate_limited","retryAfter":<seconds>}` and
 /// the socket stays open.
 #[utoipa::path(
-    post, path = "/api/v1/Agent/{agentId}/realtime-session", tag = "Agent",
-    params(("agentId" = Uuid, Path)),
+    post, path = "/api/v1/Agent/{agentId}/realtime-session",
     request_body(content = Option<NewRealtimeSession>, description = "Optional"),
     responses((status = 201, body = RealtimeSessionCreated)),
 )]
@@ -91,7 +93,7 @@ async fn create_session(
         None => Uuid::now_v7(),
     };
     let mut secret = String::from("rts_");
-    push_random_base62(&mut secret, 40);
+    push_random_base62(&mut secret, SECRET_RANDOM);
     let secret = SecretString::from(secret);
     let now = state.settings.clock.now();
     let session = RealtimeSession {
@@ -226,7 +228,7 @@ fn read_message(frame: &str) -> Option<String> {
         return None;
     };
     let mut errors = crate::http::FieldErrors::default();
-    errors.text("text", Some(&text), 1, MESSAGE_MAX);
+    errors.text("text", Some(&text), MESSAGE);
     (kind == "message" && errors.check().is_ok()).then_some(text)
 }
 

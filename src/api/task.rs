@@ -14,12 +14,14 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
 use crate::http::PathId;
-use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody};
+use crate::http::{ApiJson, FieldErrors, List, Paging, Params, RequestBody, Rule, TextRule};
 use crate::state::AppState;
 use crate::store::{StoreError, Task, TaskFilter, TaskStatus};
 
-const TITLE_MAX: usize = 200;
-const DESCRIPTION_MAX: usize = 10_000;
+/// 1 to 200 characters, not blank; kept without the white space around it.
+pub(crate) const TITLE: TextRule = TextRule::not_blank(200);
+/// Up to 10,000 characters.
+pub(crate) const DESCRIPTION: TextRule = TextRule::text(10_000);
 
 /// A task to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -30,16 +32,10 @@ pub struct NewTask {
     #[schema(required = true, nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
-    #[schema(
-        required = true,
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        example = "Call back the customer"
-    )]
+    #[schema(required = true, nullable = false, example = "Call back the customer")]
     pub title: Option<String>,
     /// Up to 10,000 characters.
-    #[schema(nullable = false, max_length = 10000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// `open` when left out.
     #[schema(value_type = TaskStatus, required = false)]
@@ -48,6 +44,7 @@ pub struct NewTask {
 
 impl RequestBody for NewTask {
     const FIELDS: &'static [&'static str] = TaskUpdate::FIELDS;
+    const RULES: &'static [(&'static str, Rule)] = TaskUpdate::RULES;
 }
 
 /// Changes to a task: fields left out keep their value.
@@ -59,15 +56,10 @@ pub struct TaskUpdate {
     #[schema(nullable = false)]
     pub workspace_id: Option<Uuid>,
     /// 1 to 200 characters, not blank.
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 200,
-        example = "Call back the customer"
-    )]
+    #[schema(nullable = false, example = "Call back the customer")]
     pub title: Option<String>,
     /// Up to 10,000 characters.
-    #[schema(nullable = false, max_length = 10000)]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     #[schema(value_type = TaskStatus, required = false)]
     pub status: Option<String>,
@@ -75,6 +67,10 @@ pub struct TaskUpdate {
 
 impl RequestBody for TaskUpdate {
     const FIELDS: &'static [&'static str] = &["workspaceId", "title", "description", "status"];
+    const RULES: &'static [(&'static str, Rule)] = &[
+        ("title", Rule::Text(TITLE)),
+        ("description", Rule::Text(DESCRIPTION)),
+    ];
 }
 
 impl From<NewTask> for TaskUpdate {
@@ -98,13 +94,8 @@ impl TaskUpdate {
             errors.required("workspaceId", &self.workspace_id);
             errors.required("title", &self.title);
         }
-        errors.text("title", self.title.as_deref(), 1, TITLE_MAX);
-        errors.text(
-            "description",
-            self.description.as_deref(),
-            0,
-            DESCRIPTION_MAX,
-        );
+        errors.text("title", self.title.as_deref(), TITLE);
+        errors.text("description", self.description.as_deref(), DESCRIPTION);
         let status = self.status.as_deref().map(|s| {
             TaskStatus::parse(s).unwrap_or_else(|| {
                 errors.add("status", STATUS_MESSAGE);
@@ -141,12 +132,11 @@ fn unknown_workspace(e: StoreError) -> ApiError {
 
 /// List the organization's tasks, oldest first, optionally by workspace and status.
 #[utoipa::path(
-    get, path = "/api/v1/Task", tag = "Task",
+    get, path = "/api/v1/Task",
     params(
         ("WorkspaceId" = Option<Uuid>, Query, description = "Only tasks of this workspace"),
         ("Status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
+        Paging,
     ),
     responses((status = 200, body = List<Task>)),
 )]
@@ -181,11 +171,7 @@ async fn list_tasks(
 }
 
 /// Create a task in one of the organization's workspaces.
-#[utoipa::path(
-    post, path = "/api/v1/Task", tag = "Task",
-    request_body = NewTask,
-    responses((status = 201, body = Task)),
-)]
+#[utoipa::path(post, path = "/api/v1/Task", request_body = NewTask, responses((status = 201, body = Task)))]
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,11 +197,7 @@ async fn create_task(
 }
 
 /// Get one task.
-#[utoipa::path(
-    get, path = "/api/v1/Task/{taskId}", tag = "Task",
-    params(("taskId" = Uuid, Path)),
-    responses((status = 200, body = Task)),
-)]
+#[utoipa::path(get, path = "/api/v1/Task/{taskId}", responses((status = 200, body = Task)))]
 async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -226,8 +208,7 @@ async fn get_task(
 
 /// Update a task. Fields left out keep their current value.
 #[utoipa::path(
-    put, path = "/api/v1/Task/{taskId}", tag = "Task",
-    params(("taskId" = Uuid, Path)),
+    put, path = "/api/v1/Task/{taskId}",
     request_body = TaskUpdate,
     responses((status = 200, body = Task)),
 )]

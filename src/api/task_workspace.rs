@@ -10,19 +10,12 @@ use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
-use crate::http::{ApiJson, List, Params};
+use crate::http::{ApiJson, List, Paging, Params};
 use crate::state::AppState;
 use crate::store::{Catalog, Named};
 
 /// List the organization's task workspaces, oldest first.
-#[utoipa::path(
-    get, path = "/api/v1/TaskWorkspace", tag = "TaskWorkspace",
-    params(
-        ("Offset" = Option<i64>, Query, minimum = 0, maximum = 1_000_000_000, description = "Items to skip, 0 to 1,000,000,000 (default 0)"),
-        ("Limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page, 1 to 100 (default 25)"),
-    ),
-    responses((status = 200, body = List<Named>)),
-)]
+#[utoipa::path(get, path = "/api/v1/TaskWorkspace", params(Paging), responses((status = 200, body = List<Named>)))]
 async fn list_workspaces(
     State(state): State<AppState>,
     caller: Caller,
@@ -33,7 +26,7 @@ async fn list_workspaces(
 
 /// Create a task workspace.
 #[utoipa::path(
-    post, path = "/api/v1/TaskWorkspace", tag = "TaskWorkspace",
+    post, path = "/api/v1/TaskWorkspace",
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
@@ -53,11 +46,7 @@ async fn create_workspace(
 }
 
 /// Get one task workspace.
-#[utoipa::path(
-    get, path = "/api/v1/TaskWorkspace/{workspaceId}", tag = "TaskWorkspace",
-    params(("workspaceId" = uuid::Uuid, Path)),
-    responses((status = 200, body = Named)),
-)]
+#[utoipa::path(get, path = "/api/v1/TaskWorkspace/{workspaceId}", responses((status = 200, body = Named)))]
 async fn get_workspace(
     State(state): State<AppState>,
     caller: Caller,

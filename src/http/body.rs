@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::fields::{field_label, FieldErrors};
+use super::fields::{field_label, FieldErrors, Rule};
 use crate::error::{ApiError, Code};
 
 /// The largest JSON body, in bytes.
@@ -18,6 +18,10 @@ pub trait RequestBody: DeserializeOwned {
     /// Fields that may be sent as `null`; any other field sent as `null` is refused, so a
     /// body never means something other than what the document says.
     const NULLABLE: &'static [&'static str] = &[];
+    /// The rule of each field that has one, by name: the handler checks the field with the
+    /// same constant, and the OpenAPI document states it (`api::contract`). Ids, enums and
+    /// booleans need none: their type says it all.
+    const RULES: &'static [(&'static str, Rule)] = &[];
 }
 
 /// Fields the server sets itself; a client sending one is told so by name.

@@ -8,7 +8,12 @@ use axum::http::Uri;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::fields::{field_label, is_bidi_control, FieldErrors, BIDI_MESSAGE};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::Required;
+use utoipa::IntoParams;
+
+use super::fields::{field_label, Chars, FieldErrors, TextRule};
 use crate::clock::Timestamp;
 use crate::error::ApiError;
 use crate::store::Page;
@@ -45,48 +50,60 @@ impl Params {
         self.get(name).map(str::trim).filter(|s| !s.is_empty())
     }
 
-    /// A non-empty text parameter to search or filter by: any text but control characters.
+    /// A non-empty text parameter to search or filter by, checked against [`SEARCH`] as
+    /// sent, then read without the spaces around it.
     pub fn search(&self, name: &str, errors: &mut FieldErrors) -> Option<&str> {
-        let v = self.text(name)?;
-        if v.chars().any(char::is_control) {
-            errors.add(name, "must not contain control characters");
+        let v = self.get(name)?;
+        let wrong = SEARCH.check(v);
+        if !wrong.is_empty() {
+            for message in wrong {
+                errors.add(name, message);
+            }
             return None;
         }
-        if v.chars().any(is_bidi_control) {
-            errors.add(name, BIDI_MESSAGE);
-            return None;
-        }
-        Some(v)
+        Some(v.trim()).filter(|s| !s.is_empty())
     }
 
-    /// `Offset` (default 0, at least 0) and `Limit` (default 25, 1 to 100).
+    /// `Offset` and `Limit`, within [`OFFSET`] and [`LIMIT`].
     pub fn page(&self, errors: &mut FieldErrors) -> Page {
-        let mut number =
-            |name: &str, default: i64, min: i64, max: i64, msg: &str| match self.get(name) {
-                None => default,
-                Some(v) => match v.parse::<i64>() {
-                    Ok(n) if (min..=max).contains(&n) => n,
-                    _ => {
-                        errors.add(name, msg);
-                        default
-                    }
-                },
-            };
-        let offset = number(
-            "Offset",
-            0,
-            0,
-            MAX_OFFSET,
-            "must be a whole number from 0 to 1000000000",
-        );
-        let limit = number("Limit", 25, 1, 100, "must be a whole number from 1 to 100");
+        let mut number = |bound: &Bound| match self.get(bound.name) {
+            None => bound.default,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (bound.min..=bound.max).contains(&n) => n,
+                _ => {
+                    errors.add(
+                        bound.name,
+                        format!("must be a whole number from {} to {}", bound.min, bound.max),
+                    );
+                    bound.default
+                }
+            },
+        };
+        let offset = number(&OFFSET);
+        let limit = number(&LIMIT);
         Page { offset, limit }
     }
 
-    /// An RFC 3339 time such as `2026-11-28T09:30:00Z`.
+    /// A page that is all a list takes: `Offset` and `Limit`, refused with their names.
+    pub fn only_page(&self) -> Result<Page, ApiError> {
+        self.page_and_search(None).map(|(page, _)| page)
+    }
+
+    /// A page, and the text to search for in the parameter named `search`: refused
+    /// together, with their names.
+    pub fn page_and_search(&self, search: Option<&str>) -> Result<(Page, Option<&str>), ApiError> {
+        let mut errors = FieldErrors::default();
+        let page = self.page(&mut errors);
+        let text = search.and_then(|name| self.search(name, &mut errors));
+        errors.check().map(|()| (page, text))
+    }
+
+    /// An RFC 3339 time such as `2026-11-28T09:30:00Z`, of at most [`TIME_MAX`] characters.
     pub fn time(&self, name: &str, errors: &mut FieldErrors) -> Option<Timestamp> {
         let v = self.get(name)?;
-        let t = Timestamp::parse(v);
+        let t = Some(v)
+            .filter(|v| v.chars().count() <= TIME_MAX)
+            .and_then(Timestamp::parse);
         if t.is_none() {
             errors.add(
                 name,
@@ -99,6 +116,75 @@ impl Params {
 
 /// The deepest a list can be paged; far beyond any list a client reads page by page.
 pub const MAX_OFFSET: i64 = 1_000_000_000;
+
+/// A whole-number query parameter: its name, bounds and default.
+pub struct Bound {
+    pub name: &'static str,
+    pub min: i64,
+    pub max: i64,
+    pub default: i64,
+    /// What it counts, for the document.
+    what: &'static str,
+}
+
+/// Items to skip.
+pub const OFFSET: Bound = Bound {
+    name: "Offset",
+    min: 0,
+    max: MAX_OFFSET,
+    default: 0,
+    what: "Items to skip",
+};
+
+/// Items per page: the most a list answers at once.
+pub const LIMIT: Bound = Bound {
+    name: "Limit",
+    min: 1,
+    max: 100,
+    default: 25,
+    what: "Items per page",
+};
+
+/// A text query parameter (`Search`, `Action`): up to 2,000 characters (an agent's
+/// description, the longest text a search can match), no control characters at all.
+pub const SEARCH: TextRule = TextRule {
+    min: 0,
+    max: 2_000,
+    chars: Chars::Query,
+};
+
+/// The longest RFC 3339 time a query parameter may hold: nanoseconds and an offset,
+/// `2026-11-28T09:30:00.123456789+01:00`.
+pub const TIME_MAX: usize = 35;
+
+/// The paging parameters of every list, `Offset` and `Limit`, documented from [`OFFSET`] and
+/// [`LIMIT`]: `params(Paging)` in a route's `#[utoipa::path]`.
+pub struct Paging;
+
+impl IntoParams for Paging {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        [OFFSET, LIMIT]
+            .iter()
+            .map(|bound| {
+                let schema = ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(bound.min))
+                    .maximum(Some(bound.max));
+                ParameterBuilder::new()
+                    .name(bound.name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .description(Some(format!(
+                        "{}, {} to {} (default {})",
+                        bound.what, bound.min, bound.max, bound.default
+                    )))
+                    .schema(Some(schema))
+                    .build()
+            })
+            .collect()
+    }
+}
 
 /// The first query parameter given twice, names compared in any letter case, by the name
 /// as it was first sent.
