@@ -174,8 +174,67 @@ pub fn to_json(doc: &OpenApi) -> Vec<u8> {
     serde_json::to_vec(&value).expect("JSON serializes")
 }
 
+/// The problem answers every operation can give, named once in `components.responses`.
+const PROBLEMS: [(&str, &str, &str); 12] = [
+    ("400", "BadRequest", "Not valid: `validation_error` (with `errors` by field or parameter), `invalid_json`, or `credentials_in_url`."),
+    ("401", "Unauthorized", "`missing_api_key`, `invalid_api_key`, `expired_api_key` or `missing_org_id`."),
+    ("403", "Forbidden", "`invalid_org_id`, `org_access_denied`, `key_owner_not_member` or `insufficient_scope`."),
+    ("404", "NotFound", "`not_found`: no such object, or it belongs to another organization."),
+    ("409", "Conflict", "`conflict`: the change collides with the current state, such as a key name already in use, a key already rotated, or a conversation that is full."),
+    ("413", "PayloadTooLarge", "`payload_too_large`: the body is over its limit."),
+    ("415", "UnsupportedMediaType", "`unsupported_media_type`: a JSON body without `Content-Type: application/json`."),
+    ("429", "TooManyRequests", "`rate_limited`: wait for `Retry-After` seconds."),
+    ("500", "InternalError", "`internal_error`: the server could not complete the request."),
+    ("502", "BadGateway", "`provider_error`: the model provider failed."),
+    ("503", "ServiceUnavailable", "`service_unavailable`: the server could not complete the request in time."),
+    ("504", "GatewayTimeout", "`provider_timeout`: the model provider did not answer in time."),
+];
+
+/// Adds to every operation the problem answers it can give, as references to shared
+/// responses: the router decides what exists, this decides how refusals look.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (_, name, description) in PROBLEMS {
+        let response = ResponseBuilder::new().description(description).content(
+            crate::error::PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        components
+            .responses
+            .insert(name.to_owned(), RefOr::T(response.build()));
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let talks_to_model = path.ends_with("/response");
+        for (method, op) in methods(item) {
+            let writes = !matches!(method, "get" | "head");
+            let has_body = op.request_body.is_some();
+            for (status, name, _) in PROBLEMS {
+                let applies = match status {
+                    "413" | "415" => has_body,
+                    "409" => writes,
+                    "502" | "504" => talks_to_model,
+                    _ => true,
+                };
+                if applies {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            RefOr::Ref(Ref::new(format!("#/components/responses/{name}")))
+                        });
+                }
+            }
+        }
+    }
+}
+
 /// Adds limits, headers and links to the document the routes made.
 pub fn complete(doc: &mut OpenApi, settings: &Settings) {
+    document_errors(doc);
     tag_and_name_ids(doc);
     describe_successes(doc);
     share_list_items(doc);
@@ -673,7 +732,7 @@ fn declare_headers(doc: &mut OpenApi) {
         }
     };
     if let Some(components) = doc.components.as_mut() {
-        for (status, name, _) in super::PROBLEMS {
+        for (status, name, _) in PROBLEMS {
             if let Some(RefOr::T(response)) = components.responses.get_mut(name) {
                 add(status, response);
             }
