@@ -1,6 +1,5 @@
 //! Agents: list, search, create, read, update and delete.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -8,9 +7,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ctx::Ctx;
 use crate::api::named::{DESCRIPTION, NAME};
 use crate::auth::audited;
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
@@ -125,11 +124,7 @@ impl AgentUpdate {
     ),
     responses((status = 200, body = List<Agent>)),
 )]
-async fn list_agents(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<List<Agent>>> {
+async fn list_agents(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Agent>>> {
     let (page, search) = params.page_and_search(Some("Search"))?;
     let listed = state.store.list_agents(caller.org_id, search, page).await?;
     Ok(Json(List::new(listed, page)))
@@ -138,8 +133,7 @@ async fn list_agents(
 /// Create an agent.
 #[utoipa::path(post, path = "/api/v1/Agent", request_body = NewAgent, responses((status = 201, body = Agent)))]
 async fn create_agent(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     ApiJson(input): ApiJson<NewAgent>,
 ) -> Result<Response> {
     let now = state.settings.clock.now();
@@ -166,19 +160,14 @@ async fn create_agent(
 
 /// Get one agent.
 #[utoipa::path(get, path = "/api/v1/Agent/{agentId}", responses((status = 200, body = Agent)))]
-async fn get_agent(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Agent>> {
+async fn get_agent(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Agent>> {
     Ok(Json(state.store.get_agent(caller.org_id, id).await?))
 }
 
 /// Update an agent. Fields left out keep their current value.
 #[utoipa::path(put, path = "/api/v1/Agent/{agentId}", request_body = AgentUpdate, responses((status = 200, body = Agent)))]
 async fn update_agent(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(id): PathId,
     ApiJson(input): ApiJson<AgentUpdate>,
 ) -> Result<Response> {
@@ -198,11 +187,7 @@ async fn update_agent(
 
 /// Delete an agent.
 #[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", responses((status = 204)))]
-async fn delete_agent(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Response> {
+async fn delete_agent(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Response> {
     state
         .store
         .delete_agent(caller.org_id, id, caller.audit("agent.deleted", id))

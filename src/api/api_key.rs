@@ -3,7 +3,6 @@
 //! The same rules as the command line, through the same [`lifecycle`] functions; a change
 //! here drops this server's verified keys at once, and other servers' within a second.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ctx::Ctx;
 use crate::auth::audited;
 use crate::auth::revocation;
 use crate::auth::Caller;
@@ -176,11 +176,7 @@ fn actor(caller: &Caller) -> Actor {
     ),
     responses((status = 200, body = List<KeyRecord>)),
 )]
-async fn list_keys(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<List<KeyRecord>>> {
+async fn list_keys(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<KeyRecord>>> {
     let (page, search) = params.page_and_search(Some("Search"))?;
     let filter = KeyFilter {
         search: search.map(str::to_owned),
@@ -199,8 +195,7 @@ async fn list_keys(
 /// Create a key. Its value is in this response only: store it now.
 #[utoipa::path(post, path = "/api/v1/ApiKey", request_body = NewApiKey, responses((status = 201, body = IssuedKey)))]
 async fn create_key(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     ApiJson(input): ApiJson<NewApiKey>,
 ) -> Result<Response> {
     let spec = input.into_spec()?;
@@ -229,8 +224,7 @@ async fn create_key(
     responses((status = 200, body = IssuedKey)),
 )]
 async fn rotate_key(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(id): PathId,
     OptionalJson(body): OptionalJson<Rotation>,
 ) -> Result<Response> {
@@ -257,21 +251,13 @@ async fn rotate_key(
 /// Get one key of the organization: its record, never its value. A deleted key, or another
 /// organization's, is not found.
 #[utoipa::path(get, path = "/api/v1/ApiKey/{keyId}", responses((status = 200, body = KeyRecord)))]
-async fn get_key(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<KeyRecord>> {
+async fn get_key(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<KeyRecord>> {
     Ok(Json(state.store.get_key(caller.org_id, id).await?))
 }
 
 /// Delete a key; it stops working at once.
 #[utoipa::path(delete, path = "/api/v1/ApiKey/{keyId}", responses((status = 204)))]
-async fn delete_key(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Response> {
+async fn delete_key(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Response> {
     lifecycle::delete(&*state.store, caller.org_id, id, &actor(&caller)).await?;
     revocation::keys_changed(&*state.keys, state.cluster.as_deref()).await;
     Ok(audited(StatusCode::NO_CONTENT))

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +11,7 @@ use futures_util::stream;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use super::ctx::Ctx;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::{FieldErrors, List, Paging, Params};
@@ -44,8 +43,7 @@ const CSV_HEADER: &str =
     ),
 )]
 async fn list_audit(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response> {

@@ -1,7 +1,6 @@
 //! Connections to outside systems: read with `read`, created with `admin`. A private
 //! connection is visible only to the keys of the member who created it.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -9,9 +8,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ctx::Ctx;
 use crate::api::named::NAME;
 use crate::auth::audited;
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
@@ -64,8 +63,7 @@ fn valid_kind(kind: &str) -> bool {
 /// List the connections this key can see, oldest first.
 #[utoipa::path(get, path = "/api/v1/Connection", params(Paging), responses((status = 200, body = List<Connection>)))]
 async fn list_connections(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     params: Params,
 ) -> Result<Json<List<Connection>>> {
     let page = params.only_page()?;
@@ -84,8 +82,7 @@ async fn list_connections(
     responses((status = 201, body = Connection)),
 )]
 async fn create_connection(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     ApiJson(input): ApiJson<NewConnection>,
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
@@ -124,11 +121,7 @@ async fn create_connection(
 
 /// Get one connection.
 #[utoipa::path(get, path = "/api/v1/Connection/{connectionId}", responses((status = 200, body = Connection)))]
-async fn get_connection(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Connection>> {
+async fn get_connection(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Connection>> {
     let member = caller.key().created_by;
     Ok(Json(
         state

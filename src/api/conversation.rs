@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::ctx::Ctx;
 use crate::auth::audited;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
@@ -180,8 +180,7 @@ pub(crate) async fn thread(
     ),
 )]
 async fn respond(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(agent_id): PathId,
     headers: HeaderMap,
     ApiJson(input): ApiJson<NewMessage>,
@@ -490,8 +489,7 @@ impl Pending {
 /// Get a conversation and its messages, oldest first.
 #[utoipa::path(get, path = "/api/v1/Conversation/{conversationId}", responses((status = 200, body = Conversation)))]
 async fn get_conversation(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(id): PathId,
 ) -> Result<Json<Conversation>> {
     Ok(Json(state.store.get_conversation(caller.org_id, id).await?))

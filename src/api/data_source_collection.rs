@@ -1,12 +1,11 @@
 //! Data source collections: read with `read`, created with `admin`.
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ctx::Ctx;
 use crate::api::named::{self, NewNamed};
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
@@ -20,11 +19,7 @@ use crate::store::{Catalog, Named};
     params(Paging),
     responses((status = 200, body = List<Named>)),
 )]
-async fn list_collections(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<List<Named>>> {
+async fn list_collections(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Named>>> {
     named::list(&state, &caller, &params, Catalog::DataSourceCollections).await
 }
 
@@ -34,11 +29,7 @@ async fn list_collections(
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
-async fn create_collection(
-    State(state): State<AppState>,
-    caller: Caller,
-    input: ApiJson<NewNamed>,
-) -> Result<Response> {
+async fn create_collection(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) -> Result<Response> {
     let action = "data_source_collection.created";
     named::create(
         &state,
@@ -52,11 +43,7 @@ async fn create_collection(
 
 /// Get one data source collection.
 #[utoipa::path(get, path = "/api/v1/DataSourceCollection/{collectionId}", responses((status = 200, body = Named)))]
-async fn get_collection(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Named>> {
+async fn get_collection(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Named>> {
     named::get(&state, &caller, id, Catalog::DataSourceCollections).await
 }
 

@@ -2,7 +2,7 @@
 //! gone from disk and database once they expire.
 
 use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::extract::{DefaultBodyLimit, Multipart};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::ctx::Ctx;
 use crate::auth::audited;
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Code, Result};
 use crate::http::PathId;
@@ -82,8 +82,7 @@ fn clean_name(raw: Option<&str>) -> String {
     responses((status = 201, body = StoredFile)),
 )]
 async fn upload(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     headers: axum::http::HeaderMap,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response> {
@@ -180,11 +179,7 @@ async fn save(state: &AppState, id: Uuid, mut field: Field<'_>, max: u64) -> Res
 
 /// Get a file's metadata.
 #[utoipa::path(get, path = "/api/v1/File/{fileId}", responses((status = 200, body = StoredFile)))]
-async fn get_file(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<StoredFile>> {
+async fn get_file(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<StoredFile>> {
     Ok(Json(
         state
             .store

@@ -9,6 +9,7 @@ mod audit_log;
 mod connection;
 mod contract;
 mod conversation;
+mod ctx;
 mod data_source_collection;
 mod docs;
 mod file;

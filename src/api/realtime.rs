@@ -14,9 +14,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::ctx::Ctx;
 use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE};
 use crate::auth::audited;
-use crate::auth::{rate_limit, Caller};
+use crate::auth::rate_limit;
 use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
 use crate::error::{ApiError, Code, Result};
@@ -81,8 +82,7 @@ pub struct RealtimeSessionCreated {
     responses((status = 201, body = RealtimeSessionCreated)),
 )]
 async fn create_session(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(agent_id): PathId,
     OptionalJson(body): OptionalJson<NewRealtimeSession>,
 ) -> Result<Response> {

@@ -1,6 +1,5 @@
 //! Tasks: created in one of the organization's workspaces, listed, read and updated.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -9,8 +8,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::ctx::Ctx;
 use crate::auth::audited;
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
 use crate::http::PathId;
@@ -140,11 +139,7 @@ fn unknown_workspace(e: StoreError) -> ApiError {
     ),
     responses((status = 200, body = List<Task>)),
 )]
-async fn list_tasks(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<List<Task>>> {
+async fn list_tasks(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Task>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
     let workspace_id = params.get("WorkspaceId").and_then(|w| {
@@ -173,8 +168,7 @@ async fn list_tasks(
 /// Create a task in one of the organization's workspaces.
 #[utoipa::path(post, path = "/api/v1/Task", request_body = NewTask, responses((status = 201, body = Task)))]
 async fn create_task(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     ApiJson(input): ApiJson<NewTask>,
 ) -> Result<Response> {
     let now = state.settings.clock.now();
@@ -198,11 +192,7 @@ async fn create_task(
 
 /// Get one task.
 #[utoipa::path(get, path = "/api/v1/Task/{taskId}", responses((status = 200, body = Task)))]
-async fn get_task(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Task>> {
+async fn get_task(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Task>> {
     Ok(Json(state.store.get_task(caller.org_id, id).await?))
 }
 
@@ -213,8 +203,7 @@ async fn get_task(
     responses((status = 200, body = Task)),
 )]
 async fn update_task(
-    State(state): State<AppState>,
-    caller: Caller,
+    Ctx(state, caller): Ctx,
     PathId(id): PathId,
     ApiJson(input): ApiJson<TaskUpdate>,
 ) -> Result<Response> {

@@ -1,12 +1,11 @@
 //! Task workspaces: the places an organization's tasks live.
 
-use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ctx::Ctx;
 use crate::api::named::{self, NewNamed};
-use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;
@@ -16,11 +15,7 @@ use crate::store::{Catalog, Named};
 
 /// List the organization's task workspaces, oldest first.
 #[utoipa::path(get, path = "/api/v1/TaskWorkspace", params(Paging), responses((status = 200, body = List<Named>)))]
-async fn list_workspaces(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<List<Named>>> {
+async fn list_workspaces(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Named>>> {
     named::list(&state, &caller, &params, Catalog::TaskWorkspaces).await
 }
 
@@ -30,11 +25,7 @@ async fn list_workspaces(
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
-async fn create_workspace(
-    State(state): State<AppState>,
-    caller: Caller,
-    input: ApiJson<NewNamed>,
-) -> Result<Response> {
+async fn create_workspace(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) -> Result<Response> {
     named::create(
         &state,
         &caller,
@@ -47,11 +38,7 @@ async fn create_workspace(
 
 /// Get one task workspace.
 #[utoipa::path(get, path = "/api/v1/TaskWorkspace/{workspaceId}", responses((status = 200, body = Named)))]
-async fn get_workspace(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Named>> {
+async fn get_workspace(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Named>> {
     named::get(&state, &caller, id, Catalog::TaskWorkspaces).await
 }
 
