@@ -57,23 +57,23 @@ impl IssuedKey {
     }
 }
 
-/// Who made a change, for the audit log.
-#[derive(Debug, Clone)]
-pub enum Actor {
-    Cli,
-    Key { id: Uuid, name: String },
-}
+pub use crate::audit::Actor;
 
-impl Actor {
-    /// An event about the key `subject`. A request names the key that made it; the command
-    /// line, which has no key, names the subject itself.
-    fn audit(&self, org_id: Uuid, action: &str, subject: Uuid, subject_name: &str) -> AuditRecord {
-        match self {
-            Actor::Cli => AuditRecord::event(org_id, action, "cli").key(subject, subject_name),
-            Actor::Key { id, name } => AuditRecord::event(org_id, action, "api_key").key(*id, name),
-        }
-        .target(subject)
+/// An entry about the key `subject`. A request names the key that made it; the command
+/// line, which has no key, names the subject itself.
+fn audit(
+    actor: &Actor,
+    org_id: Uuid,
+    action: &str,
+    subject: Uuid,
+    subject_name: &str,
+) -> AuditRecord {
+    let record = actor.record(org_id, action);
+    match actor {
+        Actor::Key { .. } => record,
+        Actor::Cli | Actor::Server => record.key(subject, subject_name),
     }
+    .target(subject)
 }
 
 /// 1 to 100 printable characters, no leading or trailing space.
@@ -136,7 +136,7 @@ pub async fn create(
         message,
     })?;
     let (record, key) = new_key(spec, user_id, now);
-    let audit = actor.audit(org_id, "api_key.created", record.id, &record.name);
+    let audit = audit(actor, org_id, "api_key.created", record.id, &record.name);
     let stored = store.create_key(org_id, &record, audit).await?;
     Ok((stored, key))
 }
@@ -163,7 +163,7 @@ pub async fn rotate(
         rate_limit: old.rate_limit,
     };
     let (successor, key) = new_key(&spec, old.created_by, now);
-    let audit = actor.audit(org_id, "api_key.rotated", old.id, &old.name);
+    let audit = audit(actor, org_id, "api_key.rotated", old.id, &old.name);
     let stored = store
         .rotate_key(org_id, key_id, now.plus(grace), &successor, audit)
         .await?;
@@ -178,7 +178,7 @@ pub async fn delete(
     actor: &Actor,
 ) -> StoreResult<()> {
     let old = store.get_key(org_id, key_id).await?;
-    let audit = actor.audit(org_id, "api_key.deleted", old.id, &old.name);
+    let audit = audit(actor, org_id, "api_key.deleted", old.id, &old.name);
     store.delete_key(org_id, key_id, audit).await
 }
 

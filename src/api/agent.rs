@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ctx::Ctx;
 use crate::api::named::{DESCRIPTION, NAME};
-use crate::auth::audited;
+use crate::audit::audited;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::PathId;

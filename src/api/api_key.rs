@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ctx::Ctx;
-use crate::auth::audited;
+use crate::audit::audited;
 use crate::auth::revocation;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};

@@ -17,7 +17,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::ctx::Ctx;
-use crate::auth::audited;
+use crate::audit::audited;
+use crate::audit::Actor;
 use crate::auth::Caller;
 use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
@@ -368,21 +369,19 @@ impl Reading {
 #[derive(Debug, Clone)]
 pub(crate) struct Speaker {
     pub org_id: Uuid,
-    pub key_id: Uuid,
-    pub key_name: String,
+    pub key: Actor,
 }
 
 impl Speaker {
     pub fn of(caller: &Caller) -> Self {
         Speaker {
             org_id: caller.org_id,
-            key_id: caller.key().id,
-            key_name: caller.key().name.clone(),
+            key: caller.actor(),
         }
     }
 
     fn audit(&self, action: &str) -> AuditRecord {
-        AuditRecord::event(self.org_id, action, "api_key").key(self.key_id, &self.key_name)
+        self.key.record(self.org_id, action)
     }
 }
 

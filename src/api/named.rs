@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::auth::audited;
+use crate::audit::audited;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::http::{ApiJson, FieldErrors, List, Params, RequestBody, Rule, TextRule};

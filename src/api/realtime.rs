@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::ctx::Ctx;
 use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE};
-use crate::auth::audited;
+use crate::audit::audited;
+use crate::audit::Actor;
 use crate::auth::rate_limit;
 use crate::auth::{Guard, Policy};
 use crate::clock::Timestamp;
@@ -248,8 +249,10 @@ fn rate_limited_frame(decision: &Decision) -> serde_json::Value {
 async fn talk(state: AppState, session: RealtimeSession, mut socket: WebSocket, mut quota: Quota) {
     let speaker = Speaker {
         org_id: session.org_id,
-        key_id: session.key_id,
-        key_name: session.key_name.clone(),
+        key: Actor::Key {
+            id: session.key_id,
+            name: session.key_name.clone(),
+        },
     };
     let mut started = session.continues;
     let mut recorded_minute = i64::MIN;

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::ctx::Ctx;
-use crate::auth::audited;
+use crate::audit::audited;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
 use crate::http::PathId;

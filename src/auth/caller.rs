@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
+use crate::audit::Actor;
 use crate::clock::Timestamp;
 use crate::error::ApiError;
 use crate::key::{KeyDigest, Scope};
@@ -69,11 +70,17 @@ impl Caller {
         &self.verified.key
     }
 
+    /// The calling key, as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        Actor::Key {
+            id: self.verified.key.id,
+            name: self.verified.key.name.clone(),
+        }
+    }
+
     /// An audit entry for an event this caller caused.
     pub fn audit(&self, action: &str, target: impl ToString) -> AuditRecord {
-        AuditRecord::event(self.org_id, action, "api_key")
-            .key(self.verified.key.id, &self.verified.key.name)
-            .target(target)
+        self.actor().record(self.org_id, action).target(target)
     }
 }
 

@@ -15,7 +15,6 @@ mod policy;
 pub mod revocation;
 mod verify;
 
-pub use crate::audit::{audited, Audited};
 pub use caller::{rate_limit, Caller, VerifiedKey};
 pub use policy::{unknown_path, Guard, Policy};
 pub use revocation::{InMemoryKeyCache, KeyCache};

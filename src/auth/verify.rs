@@ -16,7 +16,7 @@ use crate::error::{ApiError, Code};
 use crate::key::{ApiKey, KeyDigest};
 use crate::ratelimit::{Bucket, Quota};
 use crate::state::AppState;
-use crate::store::{AuditRecord, KeyGrant, StoreResult};
+use crate::store::{KeyGrant, StoreResult};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ORG_ID_HEADER: &str = "x-org-id";
@@ -120,13 +120,12 @@ fn finish(
     let recorded = response.extensions().get::<Audited>().is_some()
         || response.extensions().get::<Unrecorded>().is_some();
     if !recorded {
-        let mut record = AuditRecord::event(caller.org_id, "request", "api_key")
-            .key(caller.verified.key.id, &caller.verified.key.name);
-        record.method = Some(method.as_str().to_owned());
-        record.path = Some(path);
-        record.status = Some(response.status().as_u16());
-        record.request_id = crate::error::REQUEST_ID.try_with(Clone::clone).ok();
-        state.recorder.audit(record);
+        let record = caller.actor().record(caller.org_id, "request");
+        let status = response.status().as_u16();
+        let request_id = crate::error::REQUEST_ID.try_with(Clone::clone).ok();
+        state
+            .recorder
+            .audit(record.answered(method.as_str(), path, status, request_id));
     }
     response.extensions_mut().insert(caller);
     response

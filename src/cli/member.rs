@@ -5,8 +5,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{org_arg, user_arg, CliError, CliResult, Output};
+use crate::audit::Actor;
 use crate::clock::Timestamp;
-use crate::store::{AuditRecord, Membership, Role, Store, StoreError};
+use crate::store::{Membership, Role, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -49,7 +50,7 @@ pub async fn run(store: &dyn Store, out: &Output, command: MemberCommand) -> Cli
                 role,
                 created_at: Timestamp::now(),
             };
-            let audit = AuditRecord::event(org_id, "member.added", "cli").target(user.id);
+            let audit = Actor::Cli.record(org_id, "member.added").target(user.id);
             store.add_member(&m, audit).await?;
             out.show(&m, || {
                 format!(
@@ -63,7 +64,7 @@ pub async fn run(store: &dyn Store, out: &Output, command: MemberCommand) -> Cli
         MemberCommand::Remove { org, user } => {
             let org_id = org_arg(store, &org).await?;
             let user = user_arg(store, &user).await?;
-            let audit = AuditRecord::event(org_id, "member.removed", "cli").target(user.id);
+            let audit = Actor::Cli.record(org_id, "member.removed").target(user.id);
             store
                 .remove_member(org_id, user.id, audit)
                 .await

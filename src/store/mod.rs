@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::clock::Timestamp;
 use crate::key::{Environment, KeyDigest, Scope};
 
+pub use crate::audit::{AuditCursor, AuditFilter, AuditRecord};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -432,74 +433,6 @@ pub fn ensure_room(held: i64, max: u32) -> StoreResult<()> {
         )));
     }
     Ok(())
-}
-
-/// One entry of the audit log.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditRecord {
-    pub id: Uuid,
-    #[serde(skip)]
-    pub org_id: Uuid,
-    pub at: Timestamp,
-    /// What happened, such as `api_key.created` or `request`.
-    pub action: String,
-    /// Who did it: `api_key`, `cli` or `server`.
-    pub actor: String,
-    /// The key that made the request or that the event is about, by id.
-    pub key_id: Option<Uuid>,
-    /// That key's name (never its value).
-    pub key_name: Option<String>,
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub status: Option<u16>,
-    pub request_id: Option<String>,
-    /// The object the event concerns, such as an agent or key id.
-    pub target_id: Option<String>,
-}
-
-impl AuditRecord {
-    pub fn event(org_id: Uuid, action: &str, actor: &str) -> Self {
-        AuditRecord {
-            id: Uuid::now_v7(),
-            org_id,
-            at: Timestamp::now(),
-            action: action.to_owned(),
-            actor: actor.to_owned(),
-            key_id: None,
-            key_name: None,
-            method: None,
-            path: None,
-            status: None,
-            request_id: None,
-            target_id: None,
-        }
-    }
-
-    pub fn target(mut self, id: impl ToString) -> Self {
-        self.target_id = Some(id.to_string());
-        self
-    }
-
-    pub fn key(mut self, id: Uuid, name: &str) -> Self {
-        self.key_id = Some(id);
-        self.key_name = Some(name.to_owned());
-        self
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub from: Option<Timestamp>,
-    pub to: Option<Timestamp>,
-    pub action: Option<String>,
-}
-
-/// Where an export of the audit log has got to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditCursor {
-    pub at: i64,
-    pub seq: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
