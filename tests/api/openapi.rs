@@ -2,27 +2,14 @@
 //! unnoticed. After an intended change: `UPDATE_SNAPSHOTS=1 cargo test openapi`.
 //! `.ci/run` also checks the snapshot with openapi-spec-validator.
 
-use serde_json::Value;
-
 use crate::helpers::*;
-
-/// The document as the server serves it.
-async fn document(app: &TestApp) -> Value {
-    let r = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    r.json().await.unwrap()
-}
 
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
 
 #[tokio::test]
 async fn the_openapi_document_matches_its_snapshot() {
     let app = spawn_app().await;
-    let doc = document(&app).await;
+    let doc = app.document().await;
     let served = serde_json::to_string_pretty(&doc).unwrap() + "\n";
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(SNAPSHOT, &served).unwrap();
@@ -37,7 +24,7 @@ async fn the_openapi_document_matches_its_snapshot() {
 #[tokio::test]
 async fn every_api_operation_declares_both_headers_and_its_refusals() {
     let app = spawn_app().await;
-    let doc = document(&app).await;
+    let doc = app.document().await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
@@ -85,7 +72,7 @@ async fn every_api_operation_declares_both_headers_and_its_refusals() {
 #[tokio::test]
 async fn creates_link_to_the_operations_on_what_they_made() {
     let app = spawn_app().await;
-    let doc = document(&app).await;
+    let doc = app.document().await;
     let links = &doc["paths"]["/api/v1/Agent"]["post"]["responses"]["201"]["links"];
     assert_eq!(
         links["get_agent"],
