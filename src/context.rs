@@ -9,9 +9,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use axum::http::{HeaderName, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
 use crate::auth::Caller;
 use crate::error::{ApiError, Code, REQUEST_ID};
 use crate::http::{has_credentials, loggable_uri};
+use crate::settings::Settings;
 use crate::state::AppState;
 
 /// The header a request id comes in and goes back out in.
@@ -131,6 +135,44 @@ fn as_problem(response: Response) -> Response {
     // The status line says what the body says (a layer's 408 becomes the problem's 503).
     parts.status = problem.status;
     Response::from_parts(parts, body)
+}
+
+/// Which origins' pages may call the API, with what; a preflight needs no key.
+pub fn cors(settings: &Settings) -> CorsLayer {
+    let origins: Vec<HeaderValue> = settings.cors_origins.clone();
+    // A predicate is shared by reference; a list would be copied for every request.
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.contains(origin)
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(
+            [
+                "x-api-key",
+                "x-org-id",
+                "x-request-id",
+                "content-type",
+                "accept",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            [
+                "x-request-id",
+                "ratelimit",
+                "ratelimit-policy",
+                "retry-after",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 #[cfg(test)]

@@ -14,17 +14,69 @@ use utoipa::openapi::schema::{
     AdditionalProperties, ArrayItems, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType,
     Type,
 };
+use utoipa::openapi::security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::ServerBuilder;
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{OpenApi, Ref, RefOr, Required};
-use utoipa::ToSchema;
+use utoipa::{Modify, OpenApi as _, ToSchema};
 
 use super::{agent, api_key, connection, conversation, file, named, realtime, task};
+use crate::error::Problem;
 use crate::http::{RequestBody, Rule, TextRule, LIMIT, OFFSET, SEARCH, TIME_MAX};
 use crate::listener::MAX_HEAD_BYTES;
 use crate::settings::Settings;
 
 /// An id as the API writes them ([`crate::http::parse_id`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Siesta External API", description = "Work with one organization's agents, tasks, files and audit data."),
+    modifiers(&SecurityAddon),
+    components(schemas(Problem)),
+    tags(
+        (name = "Agent", description = "Agents, and talking to them over HTTP or a realtime session."),
+        (name = "ApiKey", description = "The organization's API keys (admin): list, create, rotate, delete. Values are shown once."),
+        (name = "AuditLog", description = "What happened in the organization, newest first, as JSON pages or one CSV file (admin)."),
+        (name = "Connection", description = "Connections to outside systems; a private one is seen only by its creator's keys."),
+        (name = "Conversation", description = "The transcripts of conversations with agents."),
+        (name = "DataSourceCollection", description = "Data source collections: read with `read`, created with `admin`."),
+        (name = "File", description = "Temporary files, given to agents as context, gone once they expire."),
+        (name = "Me", description = "The key that makes the request."),
+        (name = "Task", description = "Tasks, each in one of the organization's workspaces."),
+        (name = "TaskWorkspace", description = "The places an organization's tasks live."),
+    ),
+    security(("ApiKey" = [], "OrgId" = [])),
+)]
+struct ApiDoc;
+
+/// The document's root, before the routes add their operations.
+pub(super) fn base() -> OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "ApiKey",
+            SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "Your integration's API key (sai_live_… or sai_test_…).",
+            ))),
+        );
+        components.add_security_scheme(
+            "OrgId",
+            SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::with_description(
+                "X-Org-Id",
+                "The id of the organization the key belongs to.",
+            ))),
+        );
+    }
+}
+
 const UUID: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 const UUID_LEN: usize = 36;
 

@@ -83,9 +83,9 @@ fn read_header<'a>(headers: &'a HeaderMap, name: &str) -> Presented<'a> {
     }
 }
 
-/// Middleware for every `/api/v1` path, including unknown ones: rows 1 to 8 of the
-/// contract's table, before routing. The route's [`Policy`] then checks scope and rate limit.
-pub async fn authenticate(
+/// Rows 1 to 8 of the contract's table for an `/api/v1` path, known or not, before
+/// routing. The route's [`Policy`] then checks scope and rate limit.
+async fn rows_one_to_eight(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
@@ -106,6 +106,16 @@ pub async fn authenticate(
     });
     let response = next.run(request).await;
     finish(&state, caller, &method, path, response)
+}
+
+/// Middleware for the whole application: authenticates every `/api/v1` path, known or not.
+pub async fn authenticate(state: State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        rows_one_to_eight(state, request, next).await
+    } else {
+        next.run(request).await
+    }
 }
 
 /// Records an authenticated request in the audit log, unless its handler already wrote the
