@@ -68,3 +68,16 @@ impl PathCase {
         request
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_segments_of_the_templates_are_the_names_and_parameters_are_not() {
+        let case = PathCase::from_routes(["/api/v1/Agent/{agentId}/response", "/api/v1/Agent"]);
+        assert_eq!(&*case.0, ["Agent", "api", "response", "v1"]);
+        assert_eq!(case.canonical("AGENT"), Some("Agent"));
+        assert_eq!(case.canonical("{AGENTID}"), None);
+    }
+}
