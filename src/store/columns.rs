@@ -223,36 +223,30 @@ pub(super) fn membership_from_row(row: &impl Columns) -> StoreResult<(Role, Uuid
     Ok((Role::read(row, "role")?, Uuid::read(row, "id")?))
 }
 
-/// A conversation (`id`, `agent_id`, `created_at`, `updated_at`) and its messages.
-pub(super) fn conversation_from_rows<R: Columns>(
-    row: &R,
-    messages: &[R],
-) -> StoreResult<Conversation> {
-    Ok(Conversation {
-        id: ColumnValue::read(row, "id")?,
-        agent_id: ColumnValue::read(row, "agent_id")?,
-        created_at: ColumnValue::read(row, "created_at")?,
-        updated_at: ColumnValue::read(row, "updated_at")?,
-        messages: messages
-            .iter()
-            .map(Message::from_row)
-            .collect::<StoreResult<_>>()?,
-    })
+/// A conversation's row (`id`, `agent_id`, `created_at`, `updated_at`), without its
+/// messages, which are read apart.
+impl FromRow for Conversation {
+    fn from_row(row: &impl Columns) -> StoreResult<Self> {
+        Ok(Conversation {
+            id: ColumnValue::read(row, "id")?,
+            agent_id: ColumnValue::read(row, "agent_id")?,
+            created_at: ColumnValue::read(row, "created_at")?,
+            updated_at: ColumnValue::read(row, "updated_at")?,
+            messages: Vec::new(),
+        })
+    }
 }
 
-/// A conversation's agent, the messages it holds (`held`) and its newest messages.
-pub(super) fn tail_from_rows<R: Columns>(
-    conversation: &R,
-    messages: &[R],
-) -> StoreResult<ConversationTail> {
-    Ok(ConversationTail {
-        agent_id: ColumnValue::read(conversation, "agent_id")?,
-        held: conversation.int("held")?,
-        recent: messages
-            .iter()
-            .map(Message::from_row)
-            .collect::<StoreResult<_>>()?,
-    })
+/// A conversation's agent and the messages it holds (`agent_id`, `held`), without the
+/// recent ones, which are read apart.
+impl FromRow for ConversationTail {
+    fn from_row(row: &impl Columns) -> StoreResult<Self> {
+        Ok(ConversationTail {
+            agent_id: ColumnValue::read(row, "agent_id")?,
+            held: row.int("held")?,
+            recent: Vec::new(),
+        })
+    }
 }
 
 /// A session as stored (its [`REALTIME_COLUMNS`] and `used_at`), if it may be claimed now

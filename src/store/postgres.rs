@@ -94,16 +94,6 @@ fn pool_size(url: &str) -> StoreResult<(String, u32)> {
     Ok((url, max))
 }
 
-/// Connection exceptions (08), insufficient resources (53), the server shutting down or
-/// cancelling (57), failed authentication (28), an unknown database (3D), and
-/// lock_timeout (55P03).
-fn unavailable(code: &str) -> bool {
-    ["08", "53", "57", "28", "3D"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || code == "55P03"
-}
-
 /// Ids are the native `uuid`.
 impl Type<Postgres> for Id {
     fn type_info() -> PgTypeInfo {
@@ -142,8 +132,14 @@ impl Backend for Postgres {
         })
     }
 
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_sqlx_err(e, unavailable)
+    /// Connection exceptions (08), insufficient resources (53), the server shutting down or
+    /// cancelling (57), failed authentication (28), an unknown database (3D), and
+    /// lock_timeout (55P03).
+    fn unavailable(code: &str) -> bool {
+        ["08", "53", "57", "28", "3D"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "55P03"
     }
 
     /// Inserts records in one statement, in their order (which `seq` keeps).

@@ -62,14 +62,18 @@ pub(super) trait Backend:
     /// The expression users' emails are unique by, case-insensitively, as the schema's
     /// unique index has it.
     const USER_EMAIL: &'static str;
-    /// Whether a page's rows carry the count of all matches (see [`PageQuery::sql`]).
+    /// Whether a page's rows carry the count of all matches (see [`page_sql`]).
     const COUNTED_PAGES: bool;
 
     /// The clause that makes a SELECT lock the rows it reads until the transaction ends;
     /// `None` where a transaction that writes holds the whole database.
     fn row_lock(lock: RowLock) -> Option<&'static str>;
+    /// Whether an error code of the database means it cannot serve now.
+    fn unavailable(code: &str) -> bool;
     /// A database error as the store reports it.
-    fn map_err(e: sqlx::Error) -> StoreError;
+    fn map_err(e: sqlx::Error) -> StoreError {
+        map_sqlx_err(e, Self::unavailable)
+    }
     /// Inserts audit records, in their order.
     fn insert_audit(
         tx: &mut Transaction<'static, Self>,
@@ -157,6 +161,18 @@ impl Catalog {
 const TASK_FILTER: &str =
     "org_id = $1 AND ($2 IS NULL OR workspace_id = $2) AND ($3 IS NULL OR status = $3)";
 
+/// Binds [`TASK_FILTER`]'s placeholders.
+fn task_filter<'q, DB: Backend>(
+    statement: Statement<'q, DB>,
+    org_id: Uuid,
+    f: &TaskFilter,
+) -> Statement<'q, DB> {
+    statement
+        .bind(Id(org_id))
+        .bind(f.workspace_id.map(Id))
+        .bind(f.status.map(TaskStatus::as_str))
+}
+
 /// `$1` org, `$2` member: private connections are visible only to keys of the member who
 /// created them.
 const CONNECTION_VISIBLE: &str = "org_id = $1 AND (visibility = 'shared' OR created_by = $2)";
@@ -197,6 +213,19 @@ fn char_budget(chars: usize) -> i64 {
 /// `$1` org, `$2` from, `$3` to, `$4` action.
 const AUDIT_FILTER: &str = "org_id = $1 AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR at < $3) \
      AND ($4 IS NULL OR action = $4)";
+/// Binds [`AUDIT_FILTER`]'s placeholders.
+fn audit_filter<'q, DB: Backend>(
+    statement: Statement<'q, DB>,
+    org_id: Uuid,
+    f: &'q AuditFilter,
+) -> Statement<'q, DB> {
+    statement
+        .bind(Id(org_id))
+        .bind(f.from.map(Timestamp::millis))
+        .bind(f.to.map(Timestamp::millis))
+        .bind(f.action.as_deref())
+}
+
 /// Newest first; `seq` orders the records of one millisecond.
 const AUDIT_ORDER: &str = "at DESC, seq DESC";
 
@@ -240,36 +269,21 @@ pub(super) fn insert_rows(table: &str, columns: &str, rows: usize) -> String {
     format!("INSERT INTO {table} ({columns}) VALUES {values}")
 }
 
-/// The parts of a paged list query.
-struct PageQuery<'a> {
-    columns: &'a str,
-    from: &'a str,
-    /// Uses placeholders `$1` to `$n`; the page's limit and offset come after them.
-    filter: &'a str,
-    order: &'a str,
-}
-
-impl PageQuery<'_> {
-    /// The statements, counted as the database prefers ([`Backend::COUNTED_PAGES`]).
-    fn sql<DB: Backend>(&self) -> PageSql {
-        let counted = DB::COUNTED_PAGES;
-        let PageQuery {
-            columns,
-            from,
-            filter,
-            order,
-        } = self;
-        let n = last_placeholder(filter);
-        PageSql {
-            count: format!("SELECT COUNT(*) AS {TOTAL} FROM {from} WHERE {filter}"),
-            select: format!(
-                "SELECT {columns}{} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
-                if counted { COUNTED } else { "" },
-                n + 1,
-                n + 2
-            ),
-            counted,
-        }
+/// The statements of a page of `SELECT {columns} FROM {from} WHERE {filter} ORDER BY
+/// {order}`, counted as the database prefers ([`Backend::COUNTED_PAGES`]). The filter's
+/// placeholders are `$1` to `$n`; the page's limit and offset come after them.
+fn page_sql<DB: Backend>(columns: &str, from: &str, filter: &str, order: &str) -> PageSql {
+    let counted = DB::COUNTED_PAGES;
+    let n = last_placeholder(filter);
+    PageSql {
+        count: format!("SELECT COUNT(*) AS {TOTAL} FROM {from} WHERE {filter}"),
+        select: format!(
+            "SELECT {columns}{} FROM {from} WHERE {filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            if counted { COUNTED } else { "" },
+            n + 1,
+            n + 2
+        ),
+        counted,
     }
 }
 
@@ -287,7 +301,7 @@ fn last_placeholder(sql: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// A [`PageQuery`] as SQL: the count of all matches, and one page of them; when `counted`,
+/// A page as SQL: the count of all matches, and one page of them; when `counted`,
 /// each row of the page also carries the count, so a page is one round trip (the count
 /// alone is then only for a page past the end).
 struct PageSql {
@@ -328,9 +342,9 @@ fn not_a_member() -> StoreError {
     }
 }
 
-/// The part of error mapping both databases share; `unavailable` names the database's own
-/// codes for "cannot serve now".
-pub(super) fn map_sqlx_err(e: sqlx::Error, unavailable: fn(&str) -> bool) -> StoreError {
+/// A database error as the store reports it; `unavailable` names the database's own codes
+/// for "cannot serve now".
+fn map_sqlx_err(e: sqlx::Error, unavailable: fn(&str) -> bool) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
@@ -433,17 +447,20 @@ async fn key_in_tx<DB: Backend>(
     KeyRecord::from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
-/// Serialises the creation and rotation of an organization's keys. `NO KEY UPDATE` leaves
-/// the rows that only reference the organization free to be written meanwhile.
-async fn lock_org<DB: Backend>(tx: &mut Tx<DB>, org_id: Uuid) -> StoreResult<()> {
-    if DB::row_lock(RowLock::NoKeyUpdate).is_some() {
-        let sql = locked::<DB>(
-            "SELECT 1 FROM organizations WHERE id = $1",
-            RowLock::NoKeyUpdate,
-        );
-        statement(&sql).bind(Id(org_id)).fetch_optional(tx).await?;
+/// Begins a transaction that creates or rotates keys of the organization: one at a time
+/// for each organization, so that two keys cannot take one name. Where rows are locked,
+/// `NO KEY UPDATE` on the organization's row leaves the rows that only reference it free to
+/// be written meanwhile.
+async fn write_keys<DB: Backend>(pool: &Pool<DB>, org_id: Uuid) -> StoreResult<Tx<DB>> {
+    let mut tx = write(pool).await?;
+    if let Some(lock) = DB::row_lock(RowLock::NoKeyUpdate) {
+        let sql = format!("SELECT 1 FROM organizations WHERE id = $1 {lock}");
+        statement(&sql)
+            .bind(Id(org_id))
+            .fetch_optional(&mut tx)
+            .await?;
     }
-    Ok(())
+    Ok(tx)
 }
 
 /// The member's role and membership id, or an error naming the user if they are no member;
@@ -496,54 +513,6 @@ async fn write<DB: Backend>(pool: &Pool<DB>) -> StoreResult<Tx<DB>> {
     pool.begin_with(DB::BEGIN_WRITE).await.map_err(DB::map_err)
 }
 
-/// The row a read finds; `NotFound` if none.
-async fn read_row<DB: Backend>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<DB::Row> {
-    let row = read_opt_row(pool, statement).await?;
-    row.ok_or(StoreError::NotFound)
-}
-
-async fn read_opt_row<DB: Backend>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<Option<DB::Row>> {
-    let mut conn = pool.acquire().await.map_err(DB::map_err)?;
-    statement.fetch_optional(&mut conn).await
-}
-
-async fn read_rows<DB: Backend>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<Vec<DB::Row>> {
-    let mut conn = pool.acquire().await.map_err(DB::map_err)?;
-    statement.fetch_all(&mut conn).await
-}
-
-async fn read_one<DB: Backend, T: FromRow>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<T> {
-    T::from_row(&read_row(pool, statement).await?)
-}
-
-async fn read_opt<DB: Backend, T: FromRow>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<Option<T>> {
-    let row = read_opt_row(pool, statement).await?;
-    row.as_ref().map(T::from_row).transpose()
-}
-
-async fn read_all<DB: Backend, T: FromRow>(
-    pool: &Pool<DB>,
-    statement: Statement<'_, DB>,
-) -> StoreResult<Vec<T>> {
-    let rows = read_rows(pool, statement).await?;
-    rows.iter().map(T::from_row).collect()
-}
-
 /// An object of the organization, by id.
 async fn read_by_id<DB: Backend, T: FromRow>(
     pool: &Pool<DB>,
@@ -553,7 +522,11 @@ async fn read_by_id<DB: Backend, T: FromRow>(
     id: Uuid,
 ) -> StoreResult<T> {
     let sql = format!("SELECT {columns} FROM {table} WHERE org_id = $1 AND id = $2");
-    read_one(pool, statement(&sql).bind(Id(org_id)).bind(Id(id))).await
+    statement(&sql)
+        .bind(Id(org_id))
+        .bind(Id(id))
+        .one(pool)
+        .await
 }
 
 /// Runs one statement that must change a row, with its audit record, in a transaction;
@@ -582,53 +555,49 @@ async fn insert<DB: Backend>(
     audited(pool, statement, audit).await
 }
 
-/// One page of a list query and the count of all its matches; `filter` binds the query's
-/// filter's placeholders.
-async fn list_page<'q, DB: Backend, T: FromRow>(
-    pool: &Pool<DB>,
-    sql: &'q PageSql,
-    filter: impl Fn(Statement<'q, DB>) -> Statement<'q, DB>,
-    page: Page,
-) -> StoreResult<Listed<T>> {
-    let count = || async {
-        read_row(pool, filter(statement(&sql.count)))
-            .await?
-            .int(TOTAL)
-    };
-    let counted_first = if sql.counted {
-        None
-    } else {
-        Some(count().await?)
-    };
-    let select = filter(statement(&sql.select))
-        .bind(page.limit)
-        .bind(page.offset);
-    let rows = read_rows(pool, select).await?;
-    let total = match (counted_first, rows.first()) {
-        (Some(total), _) => total,
-        (None, Some(row)) => row.int(TOTAL)?,
-        (None, None) if page.offset == 0 => 0,
-        // Past the last page: the rows cannot say how many there are.
-        (None, None) => count().await?,
-    };
-    Ok(Listed {
-        items: rows.iter().map(T::from_row).collect::<StoreResult<_>>()?,
-        total,
-    })
+impl PageSql {
+    /// One page and the count of all matches, read on `pool`; `filter` binds the filter's
+    /// placeholders.
+    async fn read<'q, DB: Backend, T: FromRow>(
+        &'q self,
+        pool: &Pool<DB>,
+        page: Page,
+        filter: impl Fn(Statement<'q, DB>) -> Statement<'q, DB>,
+    ) -> StoreResult<Listed<T>> {
+        let count = || async { filter(statement(&self.count)).row(pool).await?.int(TOTAL) };
+        let counted_first = if self.counted {
+            None
+        } else {
+            Some(count().await?)
+        };
+        let select = filter(statement(&self.select))
+            .bind(page.limit)
+            .bind(page.offset);
+        let rows = select.rows(pool).await?;
+        let total = match (counted_first, rows.first()) {
+            (Some(total), _) => total,
+            (None, Some(row)) => row.int(TOTAL)?,
+            (None, None) if page.offset == 0 => 0,
+            // Past the last page: the rows cannot say how many there are.
+            (None, None) => count().await?,
+        };
+        Ok(Listed {
+            items: rows.iter().map(T::from_row).collect::<StoreResult<_>>()?,
+            total,
+        })
+    }
 }
 
 #[async_trait]
 impl<DB: Backend> Store for SqlStore<DB> {
     async fn ping(&self) -> StoreResult<()> {
-        read_rows(&self.reader, statement("SELECT 1")).await?;
+        statement("SELECT 1").rows(&self.reader).await?;
         Ok(())
     }
 
     async fn generation(&self) -> StoreResult<i64> {
         let sql = "SELECT generation FROM change_counter WHERE id = 1";
-        read_row(&self.reader, statement(sql))
-            .await?
-            .int("generation")
+        statement(sql).row(&self.reader).await?.int("generation")
     }
 
     async fn bootstrap(&self, boot: &Bootstrap) -> StoreResult<bool> {
@@ -685,12 +654,12 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn list_orgs(&self) -> StoreResult<Vec<Organization>> {
         let sql = format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY {OLDEST_FIRST}");
-        read_all(&self.reader, statement(&sql)).await
+        statement(&sql).all(&self.reader).await
     }
 
     async fn get_org(&self, org_id: Uuid) -> StoreResult<Organization> {
         let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1");
-        read_one(&self.reader, statement(&sql).bind(Id(org_id))).await
+        statement(&sql).bind(Id(org_id)).one(&self.reader).await
     }
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
@@ -713,11 +682,11 @@ impl<DB: Backend> Store for SqlStore<DB> {
             "SELECT {USER_COLUMNS} FROM users WHERE id = $1 OR {} = lower($2)",
             DB::USER_EMAIL
         );
-        read_one(
-            &self.reader,
-            statement(&sql).bind(id.map(Id)).bind(id_or_email),
-        )
-        .await
+        statement(&sql)
+            .bind(id.map(Id))
+            .bind(id_or_email)
+            .one(&self.reader)
+            .await
     }
 
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()> {
@@ -761,8 +730,7 @@ impl<DB: Backend> Store for SqlStore<DB> {
         key: &NewKey,
         audit: AuditRecord,
     ) -> StoreResult<KeyRecord> {
-        let mut tx = write(&self.writer).await?;
-        lock_org(&mut tx, org_id).await?;
+        let mut tx = write_keys(&self.writer, org_id).await?;
         let (role, membership_id) = ensure_member(&mut tx, org_id, key.created_by).await?;
         ensure_scope_allowed(role, key.scope)?;
         ensure_name_free(&mut tx, org_id, &key.name, key.created_at).await?;
@@ -778,21 +746,21 @@ impl<DB: Backend> Store for SqlStore<DB> {
             .bind(Id(org_id))
             .bind(filter.search.as_deref())
             .bind(filter.unused_since.map(Timestamp::millis));
-        read_all(&self.reader, statement).await
+        statement.all(&self.reader).await
     }
 
     async fn get_key(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<KeyRecord> {
         let sql = key_by_id();
-        read_one(
-            &self.reader,
-            statement(&sql).bind(Id(org_id)).bind(Id(key_id)),
-        )
-        .await
+        statement(&sql)
+            .bind(Id(org_id))
+            .bind(Id(key_id))
+            .one(&self.reader)
+            .await
     }
 
     async fn key_org(&self, key_id: Uuid) -> StoreResult<Uuid> {
         let sql = "SELECT org_id FROM api_keys WHERE id = $1 AND deleted_at IS NULL";
-        let row = read_row(&self.reader, statement(sql).bind(Id(key_id))).await?;
+        let row = statement(sql).bind(Id(key_id)).row(&self.reader).await?;
         Uuid::read(&row, "org_id")
     }
 
@@ -804,8 +772,7 @@ impl<DB: Backend> Store for SqlStore<DB> {
         successor: &NewKey,
         audit: AuditRecord,
     ) -> StoreResult<KeyRecord> {
-        let mut tx = write(&self.writer).await?;
-        lock_org(&mut tx, org_id).await?;
+        let mut tx = write_keys(&self.writer, org_id).await?;
         // A second rotation of the same key waits here, then sees the first one's successor.
         let old = key_in_tx(&mut tx, org_id, key_id, Some(RowLock::Update)).await?;
         if old.replaced_by.is_some() {
@@ -844,16 +811,19 @@ impl<DB: Backend> Store for SqlStore<DB> {
 
     async fn find_grant(&self, digest: &KeyDigest) -> StoreResult<Option<KeyGrant>> {
         let sql = grant_where("k.digest = $1");
-        read_opt(&self.reader, statement(&sql).bind(digest.as_bytes())).await
+        statement(&sql)
+            .bind(digest.as_bytes())
+            .optional(&self.reader)
+            .await
     }
 
     async fn key_grant(&self, org_id: Uuid, key_id: Uuid) -> StoreResult<Option<KeyGrant>> {
         let sql = grant_where("k.org_id = $1 AND k.id = $2");
-        read_opt(
-            &self.reader,
-            statement(&sql).bind(Id(org_id)).bind(Id(key_id)),
-        )
-        .await
+        statement(&sql)
+            .bind(Id(org_id))
+            .bind(Id(key_id))
+            .optional(&self.reader)
+            .await
     }
 
     async fn list_agents(
@@ -862,20 +832,9 @@ impl<DB: Backend> Store for SqlStore<DB> {
         search: Option<&str>,
         page: Page,
     ) -> StoreResult<Listed<Agent>> {
-        let sql = PageQuery {
-            columns: AGENT_COLUMNS,
-            from: "agents",
-            filter: AGENT_FILTER,
-            order: OLDEST_FIRST,
-        }
-        .sql::<DB>();
-        list_page(
-            &self.reader,
-            &sql,
-            |s| s.bind(Id(org_id)).bind(search),
-            page,
-        )
-        .await
+        let sql = page_sql::<DB>(AGENT_COLUMNS, "agents", AGENT_FILTER, OLDEST_FIRST);
+        sql.read(&self.reader, page, |s| s.bind(Id(org_id)).bind(search))
+            .await
     }
 
     async fn create_agent(&self, org_id: Uuid, a: &Agent, audit: AuditRecord) -> StoreResult<()> {
@@ -921,14 +880,8 @@ impl<DB: Backend> Store for SqlStore<DB> {
         org_id: Uuid,
         page: Page,
     ) -> StoreResult<Listed<Named>> {
-        let sql = PageQuery {
-            columns: NAMED_COLUMNS,
-            from: catalog.table(),
-            filter: "org_id = $1",
-            order: OLDEST_FIRST,
-        }
-        .sql::<DB>();
-        list_page(&self.reader, &sql, |s| s.bind(Id(org_id)), page).await
+        let sql = page_sql::<DB>(NAMED_COLUMNS, catalog.table(), "org_id = $1", OLDEST_FIRST);
+        sql.read(&self.reader, page, |s| s.bind(Id(org_id))).await
     }
 
     async fn create_named(
@@ -959,24 +912,9 @@ impl<DB: Backend> Store for SqlStore<DB> {
         f: &TaskFilter,
         page: Page,
     ) -> StoreResult<Listed<Task>> {
-        let sql = PageQuery {
-            columns: TASK_COLUMNS,
-            from: "tasks",
-            filter: TASK_FILTER,
-            order: OLDEST_FIRST,
-        }
-        .sql::<DB>();
-        list_page(
-            &self.reader,
-            &sql,
-            |s| {
-                s.bind(Id(org_id))
-                    .bind(f.workspace_id.map(Id))
-                    .bind(f.status.map(TaskStatus::as_str))
-            },
-            page,
-        )
-        .await
+        let sql = page_sql::<DB>(TASK_COLUMNS, "tasks", TASK_FILTER, OLDEST_FIRST);
+        sql.read(&self.reader, page, |s| task_filter(s, org_id, f))
+            .await
     }
 
     async fn create_task(&self, org_id: Uuid, t: &Task, audit: AuditRecord) -> StoreResult<()> {
@@ -1014,20 +952,14 @@ impl<DB: Backend> Store for SqlStore<DB> {
         member: Uuid,
         page: Page,
     ) -> StoreResult<Listed<Connection>> {
-        let sql = PageQuery {
-            columns: CONNECTION_COLUMNS,
-            from: "connections",
-            filter: CONNECTION_VISIBLE,
-            order: OLDEST_FIRST,
-        }
-        .sql::<DB>();
-        list_page(
-            &self.reader,
-            &sql,
-            |s| s.bind(Id(org_id)).bind(Id(member)),
-            page,
-        )
-        .await
+        let sql = page_sql::<DB>(
+            CONNECTION_COLUMNS,
+            "connections",
+            CONNECTION_VISIBLE,
+            OLDEST_FIRST,
+        );
+        sql.read(&self.reader, page, |s| s.bind(Id(org_id)).bind(Id(member)))
+            .await
     }
 
     async fn create_connection(
@@ -1060,7 +992,7 @@ impl<DB: Backend> Store for SqlStore<DB> {
             .bind(Id(org_id))
             .bind(Id(member))
             .bind(Id(id));
-        read_one(&self.reader, statement).await
+        statement.one(&self.reader).await
     }
 
     async fn get_conversation(
@@ -1070,14 +1002,15 @@ impl<DB: Backend> Store for SqlStore<DB> {
     ) -> StoreResult<Conversation> {
         let sql = "SELECT id, agent_id, created_at, updated_at FROM conversations \
                    WHERE org_id = $1 AND id = $2";
-        let statement_ = statement(sql).bind(Id(org_id)).bind(Id(conversation_id));
-        let conversation = read_row(&self.reader, statement_).await?;
+        let head = statement(sql).bind(Id(org_id)).bind(Id(conversation_id));
+        let mut conversation: Conversation = head.one(&self.reader).await?;
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE org_id = $1 AND conversation_id = $2 ORDER BY created_at, id"
         );
         let messages = statement(&sql).bind(Id(org_id)).bind(Id(conversation_id));
-        conversation_from_rows(&conversation, &read_rows(&self.reader, messages).await?)
+        conversation.messages = messages.all(&self.reader).await?;
+        Ok(conversation)
     }
 
     async fn conversation_tail(
@@ -1089,12 +1022,13 @@ impl<DB: Backend> Store for SqlStore<DB> {
         let head = statement(CONVERSATION_HEAD)
             .bind(Id(org_id))
             .bind(Id(conversation_id));
-        let conversation = read_row(&self.reader, head).await?;
+        let mut tail: ConversationTail = head.one(&self.reader).await?;
         let recent = statement(RECENT_MESSAGES)
             .bind(Id(org_id))
             .bind(Id(conversation_id))
             .bind(char_budget(chars));
-        tail_from_rows(&conversation, &read_rows(&self.reader, recent).await?)
+        tail.recent = recent.all(&self.reader).await?;
+        Ok(tail)
     }
 
     async fn record_exchange(
@@ -1159,19 +1093,21 @@ impl<DB: Backend> Store for SqlStore<DB> {
         file_id: Uuid,
         now: Timestamp,
     ) -> StoreResult<StoredFile> {
-        let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE org_id = $1 AND id = $2 AND expires_at > $3"
-        );
-        let statement = statement(&sql)
-            .bind(Id(org_id))
-            .bind(Id(file_id))
-            .bind(now.millis());
-        read_one(&self.reader, statement).await
+        let file: StoredFile =
+            read_by_id(&self.reader, FILE_COLUMNS, "files", org_id, file_id).await?;
+        if file.expires_at <= now {
+            return Err(StoreError::NotFound);
+        }
+        Ok(file)
     }
 
     async fn expired_files(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<Uuid>> {
         let sql = "SELECT id FROM files WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2";
-        let rows = read_rows(&self.reader, statement(sql).bind(now.millis()).bind(limit)).await?;
+        let rows = statement(sql)
+            .bind(now.millis())
+            .bind(limit)
+            .rows(&self.reader)
+            .await?;
         rows.iter().map(|row| Uuid::read(row, "id")).collect()
     }
 
@@ -1246,15 +1182,11 @@ impl<DB: Backend> Store for SqlStore<DB> {
         limit: i64,
     ) -> StoreResult<(Vec<AuditRecord>, Option<AuditCursor>)> {
         let sql = audit_export();
-        let statement = statement(&sql)
-            .bind(Id(org_id))
-            .bind(f.from.map(Timestamp::millis))
-            .bind(f.to.map(Timestamp::millis))
-            .bind(f.action.as_deref())
+        let statement = audit_filter(statement(&sql), org_id, f)
             .bind(cursor.map(|c| c.at))
             .bind(cursor.map(|c| c.seq))
             .bind(limit);
-        audit_page(&read_rows(&self.reader, statement).await?, limit)
+        audit_page(&statement.rows(&self.reader).await?, limit)
     }
 
     async fn list_audit(
@@ -1263,24 +1195,8 @@ impl<DB: Backend> Store for SqlStore<DB> {
         f: &AuditFilter,
         page: Page,
     ) -> StoreResult<Listed<AuditRecord>> {
-        let sql = PageQuery {
-            columns: AUDIT_COLUMNS,
-            from: "audit_log",
-            filter: AUDIT_FILTER,
-            order: AUDIT_ORDER,
-        }
-        .sql::<DB>();
-        list_page(
-            &self.reader,
-            &sql,
-            |s| {
-                s.bind(Id(org_id))
-                    .bind(f.from.map(Timestamp::millis))
-                    .bind(f.to.map(Timestamp::millis))
-                    .bind(f.action.as_deref())
-            },
-            page,
-        )
-        .await
+        let sql = page_sql::<DB>(AUDIT_COLUMNS, "audit_log", AUDIT_FILTER, AUDIT_ORDER);
+        sql.read(&self.reader, page, |s| audit_filter(s, org_id, f))
+            .await
     }
 }

@@ -63,13 +63,6 @@ impl SqlStore<Sqlite> {
     }
 }
 
-/// SQLITE_BUSY or SQLITE_LOCKED: another process held the lock past the busy timeout. sqlx
-/// reports extended codes (517 is BUSY_SNAPSHOT, 773 BUSY_TIMEOUT, ...), whose low byte is
-/// the primary code.
-fn busy(code: &str) -> bool {
-    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
-}
-
 /// Ids are lowercase hyphenated text, as the rows written so far hold them.
 impl Type<Sqlite> for Id {
     fn type_info() -> SqliteTypeInfo {
@@ -111,8 +104,11 @@ impl Backend for Sqlite {
         None
     }
 
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_sqlx_err(e, busy)
+    /// SQLITE_BUSY or SQLITE_LOCKED: another process held the lock past the busy timeout.
+    /// sqlx reports extended codes (517 is BUSY_SNAPSHOT, 773 BUSY_TIMEOUT, ...), whose low
+    /// byte is the primary code.
+    fn unavailable(code: &str) -> bool {
+        code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
     }
 
     /// Inserts records in statements of a fixed size, so each shape is prepared once and then
@@ -154,13 +150,15 @@ impl Backend for Sqlite {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn every_busy_or_locked_code_means_unavailable() {
         for code in ["5", "6", "261", "517", "773", "262"] {
-            assert!(super::busy(code), "{code}");
+            assert!(Sqlite::unavailable(code), "{code}");
         }
         for code in ["1", "19", "2067", "x"] {
-            assert!(!super::busy(code), "{code}");
+            assert!(!Sqlite::unavailable(code), "{code}");
         }
     }
 }

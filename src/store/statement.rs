@@ -5,11 +5,12 @@
 //! Here they are said once, as supertraits of [`Backend`] (which Rust implies wherever
 //! `DB: Backend` holds), so the store is written once with that one bound.
 
-use futures_util::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
-use sqlx::{Arguments, Database, Encode, Executor, IntoArguments, Transaction, Type};
+use sqlx::query::Query;
+use sqlx::{Arguments, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
+use super::columns::FromRow;
 use super::sql::Backend;
 use super::*;
 
@@ -34,23 +35,11 @@ where
     }
 }
 
-/// A database whose connections run statements.
+/// A database whose connections run statements: its connections and bound values as sqlx
+/// takes them.
 pub(super) trait Runs: Database {
-    fn execute<'e, 'q: 'e>(
-        conn: &'e mut Self::Connection,
-        sql: &'q str,
-        args: Self::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<Self::QueryResult>>;
-    fn fetch_optional<'e, 'q: 'e>(
-        conn: &'e mut Self::Connection,
-        sql: &'q str,
-        args: Self::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<Option<Self::Row>>>;
-    fn fetch_all<'e, 'q: 'e>(
-        conn: &'e mut Self::Connection,
-        sql: &'q str,
-        args: Self::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<Vec<Self::Row>>>;
+    fn executor(conn: &mut Self::Connection) -> impl Executor<'_, Database = Self>;
+    fn arguments(args: Self::Arguments<'_>) -> impl IntoArguments<'_, Self>;
 }
 
 impl<DB> Runs for DB
@@ -59,26 +48,11 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
-    fn execute<'e, 'q: 'e>(
-        conn: &'e mut DB::Connection,
-        sql: &'q str,
-        args: DB::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<DB::QueryResult>> {
-        conn.execute(sqlx::query_with(sql, args))
+    fn executor(conn: &mut DB::Connection) -> impl Executor<'_, Database = DB> {
+        conn
     }
-    fn fetch_optional<'e, 'q: 'e>(
-        conn: &'e mut DB::Connection,
-        sql: &'q str,
-        args: DB::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<Option<DB::Row>>> {
-        conn.fetch_optional(sqlx::query_with(sql, args))
-    }
-    fn fetch_all<'e, 'q: 'e>(
-        conn: &'e mut DB::Connection,
-        sql: &'q str,
-        args: DB::Arguments<'q>,
-    ) -> BoxFuture<'e, sqlx::Result<Vec<DB::Row>>> {
-        conn.fetch_all(sqlx::query_with(sql, args))
+    fn arguments(args: DB::Arguments<'_>) -> impl IntoArguments<'_, DB> {
+        args
     }
 }
 
@@ -122,8 +96,11 @@ pub(super) struct Statement<'q, DB: Database> {
     args: DB::Arguments<'q>,
     /// The first value that could not be bound, reported when the statement runs.
     unbound: Option<BoxDynError>,
-    on_err: fn(sqlx::Error) -> StoreError,
+    on_err: OnErr,
 }
+
+/// How a statement's database errors read.
+type OnErr = fn(sqlx::Error) -> StoreError;
 
 /// `sql`, with nothing bound yet.
 pub(super) fn statement<DB: Backend>(sql: &str) -> Statement<'_, DB> {
@@ -148,45 +125,72 @@ impl<'q, DB: Backend> Statement<'q, DB> {
     }
 
     /// The statement, reading its own database errors with `on_err`.
-    pub(super) fn on_err(self, on_err: fn(sqlx::Error) -> StoreError) -> Self {
+    pub(super) fn on_err(self, on_err: OnErr) -> Self {
         Statement { on_err, ..self }
     }
 
-    /// The statement, unless a value could not be bound.
-    fn checked(self) -> StoreResult<Self> {
+    /// The statement as sqlx runs it, and how its errors read; an error if a value could not
+    /// be bound.
+    fn prepared(self) -> StoreResult<(Query<'q, DB, impl IntoArguments<'q, DB>>, OnErr)> {
         match self.unbound {
             Some(e) => Err(StoreError::Internal(e.to_string())),
-            None => Ok(self),
+            None => Ok((
+                sqlx::query_with(self.sql, DB::arguments(self.args)),
+                self.on_err,
+            )),
         }
     }
 
-    /// Runs the statement on a connection or in a transaction; how many rows it changed.
+    /// Runs the statement in a transaction or on a connection; how many rows it changed.
     pub(super) async fn execute(self, on: &mut impl On<DB>) -> StoreResult<u64> {
-        let Statement {
-            sql, args, on_err, ..
-        } = self.checked()?;
-        let done = DB::execute(on.connection(), sql, args)
-            .await
-            .map_err(on_err)?;
-        Ok(done.rows_affected())
+        let (query, on_err) = self.prepared()?;
+        let done = DB::executor(on.connection()).execute(query).await;
+        Ok(done.map_err(on_err)?.rows_affected())
     }
 
     /// The first row the statement returns, if any.
     pub(super) async fn fetch_optional(self, on: &mut impl On<DB>) -> StoreResult<Option<DB::Row>> {
-        let Statement {
-            sql, args, on_err, ..
-        } = self.checked()?;
-        DB::fetch_optional(on.connection(), sql, args)
-            .await
-            .map_err(on_err)
+        let (query, on_err) = self.prepared()?;
+        let on = DB::executor(on.connection());
+        on.fetch_optional(query).await.map_err(on_err)
     }
 
     pub(super) async fn fetch_all(self, on: &mut impl On<DB>) -> StoreResult<Vec<DB::Row>> {
-        let Statement {
-            sql, args, on_err, ..
-        } = self.checked()?;
-        DB::fetch_all(on.connection(), sql, args)
-            .await
-            .map_err(on_err)
+        let (query, on_err) = self.prepared()?;
+        let on = DB::executor(on.connection());
+        on.fetch_all(query).await.map_err(on_err)
+    }
+
+    /// The first row the statement returns, read on a connection of `pool`; `NotFound` if
+    /// there is none.
+    pub(super) async fn row(self, pool: &Pool<DB>) -> StoreResult<DB::Row> {
+        let mut conn = pool.acquire().await.map_err(DB::map_err)?;
+        let row = self.fetch_optional(&mut conn).await?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    /// Every row the statement returns, read on a connection of `pool`.
+    pub(super) async fn rows(self, pool: &Pool<DB>) -> StoreResult<Vec<DB::Row>> {
+        let mut conn = pool.acquire().await.map_err(DB::map_err)?;
+        self.fetch_all(&mut conn).await
+    }
+
+    /// [`Self::row`], read as a `T`.
+    pub(super) async fn one<T: FromRow>(self, pool: &Pool<DB>) -> StoreResult<T> {
+        T::from_row(&self.row(pool).await?)
+    }
+
+    /// [`Self::row`], read as a `T`, if there is one.
+    pub(super) async fn optional<T: FromRow>(self, pool: &Pool<DB>) -> StoreResult<Option<T>> {
+        match self.row(pool).await {
+            Ok(row) => T::from_row(&row).map(Some),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::rows`], each read as a `T`.
+    pub(super) async fn all<T: FromRow>(self, pool: &Pool<DB>) -> StoreResult<Vec<T>> {
+        self.rows(pool).await?.iter().map(T::from_row).collect()
     }
 }
