@@ -317,7 +317,7 @@ const COUNTED: &str = ", COUNT(*) OVER () AS total_matches";
 /// Lists ordered oldest first, stable under paging.
 const OLDEST_FIRST: &str = "created_at, id";
 
-pub(super) fn unique_violation() -> StoreError {
+fn unique_violation() -> StoreError {
     StoreError::Conflict("an object with these values already exists".into())
 }
 
@@ -393,7 +393,8 @@ async fn commit<DB: Backend>(mut tx: Tx<DB>, audit: AuditRecord) -> StoreResult<
 /// For every change that can invalidate a verified key.
 async fn bump_generation<DB: Backend>(tx: &mut Tx<DB>) -> StoreResult<()> {
     let sql = "UPDATE change_counter SET generation = generation + 1 WHERE id = 1";
-    change(tx, statement(sql)).await
+    statement(sql).execute(tx).await?;
+    Ok(())
 }
 
 async fn insert_org<DB: Backend>(tx: &mut Tx<DB>, org: &Organization) -> StoreResult<()> {

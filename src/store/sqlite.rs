@@ -161,4 +161,29 @@ mod tests {
             assert!(!Sqlite::unavailable(code), "{code}");
         }
     }
+
+    #[tokio::test]
+    async fn a_batch_of_audit_records_is_stored_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("siesta.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let org_id = Uuid::now_v7();
+        // Two full statements and a remainder, all in one millisecond.
+        let records: Vec<_> = (0..AUDIT_ROWS_PER_INSERT * 2 + 3)
+            .map(|i| AuditRecord {
+                at: Timestamp(1_000),
+                ..AuditRecord::event(org_id, &format!("test.{i}"), "server")
+            })
+            .collect();
+        store.record_batch(&records, &[]).await.unwrap();
+        let filter = AuditFilter::default();
+        let (newest_first, _) = store
+            .export_audit(org_id, &filter, None, 1_000)
+            .await
+            .unwrap();
+        let stored: Vec<_> = newest_first.iter().rev().map(|r| &r.action).collect();
+        let written: Vec<_> = records.iter().map(|r| &r.action).collect();
+        assert_eq!(stored, written);
+    }
 }

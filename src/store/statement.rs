@@ -161,12 +161,10 @@ impl<'q, DB: Backend> Statement<'q, DB> {
         on.fetch_all(query).await.map_err(on_err)
     }
 
-    /// The first row the statement returns, read on a connection of `pool`; `NotFound` if
-    /// there is none.
-    pub(super) async fn row(self, pool: &Pool<DB>) -> StoreResult<DB::Row> {
+    /// The first row the statement returns, if any, read on a connection of `pool`.
+    async fn first_row(self, pool: &Pool<DB>) -> StoreResult<Option<DB::Row>> {
         let mut conn = pool.acquire().await.map_err(DB::map_err)?;
-        let row = self.fetch_optional(&mut conn).await?;
-        row.ok_or(StoreError::NotFound)
+        self.fetch_optional(&mut conn).await
     }
 
     /// Every row the statement returns, read on a connection of `pool`.
@@ -175,18 +173,21 @@ impl<'q, DB: Backend> Statement<'q, DB> {
         self.fetch_all(&mut conn).await
     }
 
+    /// The first row the statement returns, read on a connection of `pool`; `NotFound` if
+    /// there is none.
+    pub(super) async fn row(self, pool: &Pool<DB>) -> StoreResult<DB::Row> {
+        self.first_row(pool).await?.ok_or(StoreError::NotFound)
+    }
+
     /// [`Self::row`], read as a `T`.
     pub(super) async fn one<T: FromRow>(self, pool: &Pool<DB>) -> StoreResult<T> {
         T::from_row(&self.row(pool).await?)
     }
 
-    /// [`Self::row`], read as a `T`, if there is one.
+    /// The first row the statement returns, if any, read as a `T`.
     pub(super) async fn optional<T: FromRow>(self, pool: &Pool<DB>) -> StoreResult<Option<T>> {
-        match self.row(pool).await {
-            Ok(row) => T::from_row(&row).map(Some),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let row = self.first_row(pool).await?;
+        row.as_ref().map(T::from_row).transpose()
     }
 
     /// [`Self::rows`], each read as a `T`.
