@@ -1,11 +1,14 @@
-//! Persistence behind one interface, with one implementation per database, chosen by URL.
+//! Persistence behind one interface, implemented once for SQLite and PostgreSQL (`sql.rs`),
+//! the database chosen by URL.
 //!
 //! Every query on tenant data takes the organization id first: there is no way to read an
 //! agent, a key or an audit record by id alone.
 
+mod columns;
 mod postgres;
 mod sql;
 mod sqlite;
+mod statement;
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use crate::key::{Environment, KeyDigest, Scope};
 
 pub use crate::audit::{AuditCursor, AuditFilter, AuditRecord};
 pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
