@@ -2,62 +2,13 @@
 //! to one column (read back and bound), and each stored type to its list of columns,
 //! declared once.
 
-use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use uuid::Uuid;
 
-use super::sql::Backend;
-use super::statement::{Id, Statement};
-use super::*;
-
-/// The column types the store reads, for any row of either database.
-pub(super) trait Columns {
-    fn text(&self, col: &str) -> StoreResult<String>;
-    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
-    fn int(&self, col: &str) -> StoreResult<i64>;
-    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
-    fn flag(&self, col: &str) -> StoreResult<bool>;
-    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
-    fn opt_id(&self, col: &str) -> StoreResult<Option<Uuid>>;
-}
-
-impl<R, DB> Columns for R
-where
-    R: Row<Database = DB>,
-    DB: Database,
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    i64: for<'r> Decode<'r, DB> + Type<DB>,
-    bool: for<'r> Decode<'r, DB> + Type<DB>,
-    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
-    Id: for<'r> Decode<'r, DB> + Type<DB>,
-{
-    fn text(&self, col: &str) -> StoreResult<String> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn int(&self, col: &str) -> StoreResult<i64> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn flag(&self, col: &str) -> StoreResult<bool> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
-        self.try_get(col).map_err(column_err)
-    }
-    fn opt_id(&self, col: &str) -> StoreResult<Option<Uuid>> {
-        let id: Option<Id> = self.try_get(col).map_err(column_err)?;
-        Ok(id.map(|Id(id)| id))
-    }
-}
-
-/// A column that is missing or of the wrong type: a bug, not a state of the database.
-fn column_err(e: sqlx::Error) -> StoreError {
-    StoreError::Internal(e.to_string())
-}
+use super::backend::{Backend, Columns, Id};
+use super::model::*;
+use super::statement::{FromRow, Statement, ToRow};
+use crate::clock::Timestamp;
+use crate::key::{Environment, KeyDigest, Scope};
 
 /// A value stored in one column.
 pub(super) trait ColumnValue: Sized {
@@ -127,18 +78,6 @@ enum_column_values!(
     MessageRole
 );
 
-/// A type read from a row.
-pub(super) trait FromRow: Sized {
-    fn from_row(row: &impl Columns) -> StoreResult<Self>;
-}
-
-/// A type stored as a row: its fields bound to a statement's next placeholders, in the
-/// order of its columns.
-pub(super) trait ToRow {
-    fn bind_columns<'q, DB: Backend>(&'q self, statement: Statement<'q, DB>) -> Statement<'q, DB>;
-}
-
-/// The column a field is stored in: its own name unless another is given.
 macro_rules! column_name {
     ($field:ident) => {
         stringify!($field)

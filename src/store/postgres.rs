@@ -18,10 +18,11 @@ use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgTypeIn
 use sqlx::{ConnectOptions, Connection as _, Decode, Encode, Postgres, Transaction, Type};
 use uuid::Uuid;
 
+use super::backend::*;
 use super::columns::*;
+use super::model::*;
 use super::sql::*;
-use super::statement::*;
-use super::*;
+use crate::clock::Timestamp;
 
 pub type PostgresStore = SqlStore<Postgres>;
 

@@ -6,14 +6,17 @@
 //! reads for SQLite, so one text serves both. Ids are bound as [`Id`], which each database
 //! stores its own way.
 
-use std::future::Future;
-
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction};
 
+use uuid::Uuid;
+
+use super::backend::*;
 use super::columns::*;
+use super::model::*;
 use super::statement::*;
-use super::*;
+use crate::clock::Timestamp;
+use crate::key::{KeyDigest, Scope};
 
 /// A [`Store`] on one SQL database.
 pub struct SqlStore<DB: Database> {
@@ -22,68 +25,6 @@ pub struct SqlStore<DB: Database> {
     /// Where transactions that write go: for SQLite a pool of one connection, so that
     /// writers queue in the process; for PostgreSQL the same pool as `reader`.
     pub(super) writer: Pool<DB>,
-}
-
-/// What a transaction locks of a row it reads, on a database that locks rows.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum RowLock {
-    /// Against any change: a key being rotated, a session being claimed.
-    Update,
-    /// Against changes, but not against rows that reference it: an organization while
-    /// one of its keys is created or rotated.
-    NoKeyUpdate,
-    /// Against its deletion: the membership a key is being created under.
-    KeyShare,
-}
-
-/// What the two databases do differently; everything else is written once, below. Its
-/// supertraits are what the shared code needs of sqlx, each database meeting them with its
-/// own types (see `statement.rs`).
-pub(super) trait Backend:
-    Database<Row: Columns, QueryResult: RowsAffected>
-    + Runs
-    + for<'q> Binds<'q, Id>
-    + for<'q> Binds<'q, Option<Id>>
-    + for<'q> Binds<'q, &'q str>
-    + for<'q> Binds<'q, Option<&'q str>>
-    + for<'q> Binds<'q, i64>
-    + for<'q> Binds<'q, Option<i64>>
-    + for<'q> Binds<'q, bool>
-    + for<'q> Binds<'q, &'q [u8]>
-{
-    /// Begins a transaction that writes: how the database serialises the decisions made in
-    /// one (SQLite takes the database's write lock at once; PostgreSQL locks rows as it
-    /// goes, see [`Backend::row_lock`]).
-    const BEGIN_WRITE: &'static str;
-    /// Run first by the bootstrap, so that of two servers starting at once on an empty
-    /// database one bootstraps and the other then finds the organization; `None` where
-    /// [`Backend::BEGIN_WRITE`] serialises them already.
-    const LOCK_ORGANIZATIONS: Option<&'static str>;
-    /// The expression users' emails are unique by, case-insensitively, as the schema's
-    /// unique index has it.
-    const USER_EMAIL: &'static str;
-    /// Whether a page's rows carry the count of all matches (see [`page_sql`]).
-    const COUNTED_PAGES: bool;
-
-    /// The clause that makes a SELECT lock the rows it reads until the transaction ends;
-    /// `None` where a transaction that writes holds the whole database.
-    fn row_lock(lock: RowLock) -> Option<&'static str>;
-    /// Whether an error code of the database means it cannot serve now.
-    fn unavailable(code: &str) -> bool;
-    /// A database error as the store reports it.
-    fn map_err(e: sqlx::Error) -> StoreError {
-        map_sqlx_err(e, Self::unavailable)
-    }
-    /// Inserts audit records, in their order.
-    fn insert_audit(
-        tx: &mut Transaction<'static, Self>,
-        records: &[AuditRecord],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Moves keys' last use (org, key, when) forward, never back.
-    fn record_last_used(
-        tx: &mut Transaction<'static, Self>,
-        last_used: &[(Uuid, Uuid, Timestamp)],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// `$1` org, `$2` key: a key that has not been deleted.
@@ -317,10 +258,6 @@ const COUNTED: &str = ", COUNT(*) OVER () AS total_matches";
 /// Lists ordered oldest first, stable under paging.
 const OLDEST_FIRST: &str = "created_at, id";
 
-fn unique_violation() -> StoreError {
-    StoreError::Conflict("an object with these values already exists".into())
-}
-
 fn email_taken(email: &str) -> StoreError {
     StoreError::Conflict(format!("a user with email '{email}' already exists"))
 }
@@ -339,29 +276,6 @@ fn not_a_member() -> StoreError {
     StoreError::Invalid {
         field: "user",
         message: "the user is not a member of this organization".into(),
-    }
-}
-
-/// A database error as the store reports it; `unavailable` names the database's own codes
-/// for "cannot serve now".
-fn map_sqlx_err(e: sqlx::Error, unavailable: fn(&str) -> bool) -> StoreError {
-    match &e {
-        sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Database(db) if db.is_unique_violation() => unique_violation(),
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable(&c)) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        // PostgreSQL's text cannot hold U+0000: the request's fault, not the server's.
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22021" || c == "22P05") => {
-            StoreError::Invalid {
-                field: "request",
-                message: "holds a character the database cannot store (U+0000)".into(),
-            }
-        }
-        _ => StoreError::Internal(e.to_string()),
     }
 }
 

@@ -20,10 +20,12 @@ use sqlx::{Decode, Encode, Sqlite, Transaction, Type};
 use uuid::fmt::Hyphenated;
 use uuid::Uuid;
 
+use super::backend::*;
 use super::columns::*;
+use super::model::*;
 use super::sql::*;
 use super::statement::*;
-use super::*;
+use crate::clock::Timestamp;
 
 pub type SqliteStore = SqlStore<Sqlite>;
 

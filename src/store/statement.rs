@@ -1,95 +1,25 @@
-//! Statements of the shared SQL, bound and run the same way on both databases.
-//!
-//! sqlx states what a database can bind and run on as bounds on each value type and on
-//! each executor, which generic code over `sqlx::Database` would repeat on every function.
-//! Here they are said once, as supertraits of [`Backend`] (which Rust implies wherever
-//! `DB: Backend` holds), so the store is written once with that one bound.
+//! Statements of the shared SQL, bound and run the same way on both databases, and the
+//! traits of what is read from and bound to a row.
 
 use sqlx::error::BoxDynError;
-use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::{Arguments, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{Database, Executor, IntoArguments, Pool};
 
-use super::columns::FromRow;
-use super::sql::Backend;
-use super::*;
+use super::backend::{Backend, Binds, Columns, On, RowsAffected};
+use super::model::*;
 
-/// An id as both databases bind and read it: PostgreSQL keeps its native `uuid`, SQLite
-/// the lowercase hyphenated text its rows have always held. Each backend module implements
-/// sqlx's `Type`, `Encode` and `Decode` for it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Id(pub Uuid);
-
-/// A database that binds values of type `T` (for statements that live for `'q`).
-pub(super) trait Binds<'q, T>: Database {
-    fn add(args: &mut Self::Arguments<'q>, value: T) -> Result<(), BoxDynError>;
+/// A type read from a row.
+pub(super) trait FromRow: Sized {
+    fn from_row(row: &impl Columns) -> StoreResult<Self>;
 }
 
-impl<'q, T, DB> Binds<'q, T> for DB
-where
-    DB: Database,
-    T: 'q + Encode<'q, DB> + Type<DB>,
-{
-    fn add(args: &mut Self::Arguments<'q>, value: T) -> Result<(), BoxDynError> {
-        args.add(value)
-    }
+/// A type stored as a row: its fields bound to a statement's next placeholders, in the
+/// order of its columns.
+pub(super) trait ToRow {
+    fn bind_columns<'q, DB: Backend>(&'q self, statement: Statement<'q, DB>) -> Statement<'q, DB>;
 }
 
-/// A database whose connections run statements: its connections and bound values as sqlx
-/// takes them.
-pub(super) trait Runs: Database {
-    fn executor(conn: &mut Self::Connection) -> impl Executor<'_, Database = Self>;
-    fn arguments(args: Self::Arguments<'_>) -> impl IntoArguments<'_, Self>;
-}
-
-impl<DB> Runs for DB
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-{
-    fn executor(conn: &mut DB::Connection) -> impl Executor<'_, Database = DB> {
-        conn
-    }
-    fn arguments(args: DB::Arguments<'_>) -> impl IntoArguments<'_, DB> {
-        args
-    }
-}
-
-/// How many rows a statement changed.
-pub(super) trait RowsAffected {
-    fn rows_affected(&self) -> u64;
-}
-
-impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
-    fn rows_affected(&self) -> u64 {
-        self.rows_affected()
-    }
-}
-
-impl RowsAffected for sqlx::postgres::PgQueryResult {
-    fn rows_affected(&self) -> u64 {
-        self.rows_affected()
-    }
-}
-
-/// Where a statement runs: in a transaction, or on a connection of a pool.
-pub(super) trait On<DB: Database> {
-    fn connection(&mut self) -> &mut DB::Connection;
-}
-
-impl<DB: Database> On<DB> for Transaction<'_, DB> {
-    fn connection(&mut self) -> &mut DB::Connection {
-        self
-    }
-}
-
-impl<DB: Database> On<DB> for PoolConnection<DB> {
-    fn connection(&mut self) -> &mut DB::Connection {
-        self
-    }
-}
-
+/// The column a field is stored in: its own name unless another is given.
 /// A statement and the values bound to its placeholders so far, in order.
 pub(super) struct Statement<'q, DB: Database> {
     sql: &'q str,
