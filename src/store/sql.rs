@@ -281,6 +281,17 @@ fn not_a_member() -> StoreError {
 
 type Tx<DB> = Transaction<'static, DB>;
 
+/// Ids one statement of a sweep deletes: far below either database's limit on parameters.
+pub(super) const FORGOTTEN_PER_STATEMENT: usize = 100;
+
+/// `$1, $2, ..., $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `sql`, locking the rows it reads until the transaction ends where the database locks
 /// rows.
 fn locked<DB: Backend>(sql: &str, lock: RowLock) -> String {
@@ -1030,8 +1041,12 @@ impl<DB: Backend> Store for SqlStore<DB> {
         // Maintenance across organizations: these ids come from `expired_files`, never from
         // a request.
         let mut tx = write(&self.writer).await?;
-        for id in ids {
-            let forget = statement("DELETE FROM files WHERE id = $1").bind(Id(*id));
+        for chunk in ids.chunks(FORGOTTEN_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM files WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let forget = chunk.iter().fold(statement(&sql), |s, id| s.bind(Id(*id)));
             forget.execute(&mut tx).await?;
         }
         tx.commit().await.map_err(DB::map_err)

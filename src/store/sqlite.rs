@@ -188,4 +188,40 @@ mod tests {
         let written: Vec<_> = records.iter().map(|r| &r.action).collect();
         assert_eq!(stored, written);
     }
+
+    #[tokio::test]
+    async fn a_sweep_forgets_every_expired_file_whatever_the_size_of_its_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("siesta.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let org = Organization {
+            id: Uuid::now_v7(),
+            name: "Acme".into(),
+            created_at: Timestamp(0),
+        };
+        store.create_org(&org).await.unwrap();
+        let file = |expires_at| StoredFile {
+            id: Uuid::now_v7(),
+            name: "a.txt".into(),
+            size: 1,
+            content_type: "text/plain".into(),
+            created_at: Timestamp(0),
+            expires_at: Timestamp(expires_at),
+        };
+        // Two full statements and one more id, and a file that has not expired.
+        let expiring: Vec<_> = (0..FORGOTTEN_PER_STATEMENT * 2 + 1)
+            .map(|_| file(1_000))
+            .collect();
+        let kept = file(2_000);
+        for f in expiring.iter().chain([&kept]) {
+            let audit = AuditRecord::event(org.id, "file.uploaded", "server");
+            store.create_file(org.id, f, audit).await.unwrap();
+        }
+        let expired = store.expired_files(Timestamp(1_000), 1_000).await.unwrap();
+        assert_eq!(expired.len(), expiring.len());
+        store.forget_files(&expired).await.unwrap();
+        let left = store.expired_files(Timestamp(2_000), 1_000).await.unwrap();
+        assert_eq!(left, [kept.id]);
+    }
 }
