@@ -14,6 +14,7 @@ mod environment;
 mod files;
 mod helpers;
 mod key_lifecycle;
+mod layout;
 mod limits;
 mod membership;
 mod model_server;
