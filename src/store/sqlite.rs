@@ -164,12 +164,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_of_audit_records_is_stored_whole_and_in_order() {
+    /// A store on a new database, in a folder that lives as long as the first value.
+    async fn fresh_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("siesta.db").to_str().unwrap())
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_audit_records_is_stored_whole_and_in_order() {
+        let (_dir, store) = fresh_store().await;
         let org_id = Uuid::now_v7();
         // Two full statements and a remainder, all in one millisecond.
         let records: Vec<_> = (0..AUDIT_ROWS_PER_INSERT * 2 + 3)
@@ -191,10 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sweep_forgets_every_expired_file_whatever_the_size_of_its_statements() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("siesta.db").to_str().unwrap())
-            .await
-            .unwrap();
+        let (_dir, store) = fresh_store().await;
         let org = Organization {
             id: Uuid::now_v7(),
             name: "Acme".into(),
