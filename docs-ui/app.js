@@ -225,6 +225,9 @@ async function renderReference() {
   for (const tag of tags) {
     const ops = byTag.get(tag);
     const section = el("section", { class: "tag" }, el("h2", { text: tag }));
+    // What the resource is, as the document's tag says it.
+    const described = (doc.tags || []).find((t) => t.name === tag);
+    if (described && described.description) section.append(prose("p", described.description));
     for (const [path, method, op] of ops) section.append(operationView(doc, path, method, op));
     sections.push(section);
   }

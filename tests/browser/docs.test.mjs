@@ -80,6 +80,16 @@ test("the page loads with no request leaving this server", { skip }, async () =>
   await context.close();
 });
 
+test("each resource says what it is under its heading, as the document's tag does", { skip }, async () => {
+  const { context, page } = await openDocs();
+  const doc = await (await fetch(`${base}/openapi.json`)).json();
+  const agent = doc.tags.find((t) => t.name === "Agent");
+  assert.ok(agent && agent.description, "the document describes the Agent tag");
+  const section = page.locator("section.tag", { has: page.getByRole("heading", { name: "Agent", exact: true }) });
+  assert.equal(await section.locator("h2 + p").innerText(), agent.description);
+  await context.close();
+});
+
 test("credentials typed once are sent with Try request and shown nowhere else", { skip }, async () => {
   const { context, page, requests } = await openDocs();
   const input = page.getByLabel("X-Api-Key");
