@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::api::named::{DESCRIPTION, NAME};
 use crate::audit::audited;
 use crate::auth::{Guard, Policy};
@@ -124,7 +124,7 @@ impl AgentUpdate {
     ),
     responses((status = 200, body = List<Agent>)),
 )]
-async fn list_agents(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Agent>>> {
+async fn list_agents(Call(state, caller): Call, params: Params) -> Result<Json<List<Agent>>> {
     let (page, search) = params.page_and_search(Some("Search"))?;
     let listed = state.store.list_agents(caller.org_id, search, page).await?;
     Ok(Json(List::new(listed, page)))
@@ -133,7 +133,7 @@ async fn list_agents(Ctx(state, caller): Ctx, params: Params) -> Result<Json<Lis
 /// Create an agent.
 #[utoipa::path(post, path = "/api/v1/Agent", request_body = NewAgent, responses((status = 201, body = Agent)))]
 async fn create_agent(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     ApiJson(input): ApiJson<NewAgent>,
 ) -> Result<Response> {
     let now = state.settings.clock.now();
@@ -160,14 +160,14 @@ async fn create_agent(
 
 /// Get one agent.
 #[utoipa::path(get, path = "/api/v1/Agent/{agentId}", responses((status = 200, body = Agent)))]
-async fn get_agent(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Agent>> {
+async fn get_agent(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<Agent>> {
     Ok(Json(state.store.get_agent(caller.org_id, id).await?))
 }
 
 /// Update an agent. Fields left out keep their current value.
 #[utoipa::path(put, path = "/api/v1/Agent/{agentId}", request_body = AgentUpdate, responses((status = 200, body = Agent)))]
 async fn update_agent(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(id): PathId,
     ApiJson(input): ApiJson<AgentUpdate>,
 ) -> Result<Response> {
@@ -187,7 +187,7 @@ async fn update_agent(
 
 /// Delete an agent.
 #[utoipa::path(delete, path = "/api/v1/Agent/{agentId}", responses((status = 204)))]
-async fn delete_agent(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Response> {
+async fn delete_agent(Call(state, caller): Call, PathId(id): PathId) -> Result<Response> {
     state
         .store
         .delete_agent(caller.org_id, id, caller.audit("agent.deleted", id))

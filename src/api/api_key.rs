@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::audit::audited;
 use crate::auth::revocation;
 use crate::auth::Caller;
@@ -176,7 +176,7 @@ fn actor(caller: &Caller) -> Actor {
     ),
     responses((status = 200, body = List<KeyRecord>)),
 )]
-async fn list_keys(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<KeyRecord>>> {
+async fn list_keys(Call(state, caller): Call, params: Params) -> Result<Json<List<KeyRecord>>> {
     let (page, search) = params.page_and_search(Some("Search"))?;
     let filter = KeyFilter {
         search: search.map(str::to_owned),
@@ -195,7 +195,7 @@ async fn list_keys(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<
 /// Create a key. Its value is in this response only: store it now.
 #[utoipa::path(post, path = "/api/v1/ApiKey", request_body = NewApiKey, responses((status = 201, body = IssuedKey)))]
 async fn create_key(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     ApiJson(input): ApiJson<NewApiKey>,
 ) -> Result<Response> {
     let spec = input.into_spec()?;
@@ -224,7 +224,7 @@ async fn create_key(
     responses((status = 200, body = IssuedKey)),
 )]
 async fn rotate_key(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(id): PathId,
     OptionalJson(body): OptionalJson<Rotation>,
 ) -> Result<Response> {
@@ -251,13 +251,13 @@ async fn rotate_key(
 /// Get one key of the organization: its record, never its value. A deleted key, or another
 /// organization's, is not found.
 #[utoipa::path(get, path = "/api/v1/ApiKey/{keyId}", responses((status = 200, body = KeyRecord)))]
-async fn get_key(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<KeyRecord>> {
+async fn get_key(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<KeyRecord>> {
     Ok(Json(state.store.get_key(caller.org_id, id).await?))
 }
 
 /// Delete a key; it stops working at once.
 #[utoipa::path(delete, path = "/api/v1/ApiKey/{keyId}", responses((status = 204)))]
-async fn delete_key(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Response> {
+async fn delete_key(Call(state, caller): Call, PathId(id): PathId) -> Result<Response> {
     lifecycle::delete(&*state.store, caller.org_id, id, &actor(&caller)).await?;
     revocation::keys_changed(&*state.keys, state.cluster.as_deref()).await;
     Ok(audited(StatusCode::NO_CONTENT))

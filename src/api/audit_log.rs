@@ -11,7 +11,7 @@ use futures_util::stream;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
 use crate::http::{FieldErrors, List, Paging, Params};
@@ -43,7 +43,7 @@ const CSV_HEADER: &str =
     ),
 )]
 async fn list_audit(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response> {

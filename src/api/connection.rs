@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::api::named::NAME;
 use crate::audit::audited;
 use crate::auth::{Guard, Policy};
@@ -63,7 +63,7 @@ fn valid_kind(kind: &str) -> bool {
 /// List the connections this key can see, oldest first.
 #[utoipa::path(get, path = "/api/v1/Connection", params(Paging), responses((status = 200, body = List<Connection>)))]
 async fn list_connections(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     params: Params,
 ) -> Result<Json<List<Connection>>> {
     let page = params.only_page()?;
@@ -82,7 +82,7 @@ async fn list_connections(
     responses((status = 201, body = Connection)),
 )]
 async fn create_connection(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     ApiJson(input): ApiJson<NewConnection>,
 ) -> Result<Response> {
     let mut errors = FieldErrors::default();
@@ -121,7 +121,7 @@ async fn create_connection(
 
 /// Get one connection.
 #[utoipa::path(get, path = "/api/v1/Connection/{connectionId}", responses((status = 200, body = Connection)))]
-async fn get_connection(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Connection>> {
+async fn get_connection(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<Connection>> {
     let member = caller.key().created_by;
     Ok(Json(
         state

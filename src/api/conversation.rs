@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::audit::audited;
 use crate::audit::Actor;
 use crate::auth::Caller;
@@ -181,7 +181,7 @@ pub(crate) async fn thread(
     ),
 )]
 async fn respond(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(agent_id): PathId,
     headers: HeaderMap,
     ApiJson(input): ApiJson<NewMessage>,
@@ -488,7 +488,7 @@ impl Pending {
 /// Get a conversation and its messages, oldest first.
 #[utoipa::path(get, path = "/api/v1/Conversation/{conversationId}", responses((status = 200, body = Conversation)))]
 async fn get_conversation(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(id): PathId,
 ) -> Result<Json<Conversation>> {
     Ok(Json(state.store.get_conversation(caller.org_id, id).await?))

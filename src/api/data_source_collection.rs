@@ -4,7 +4,7 @@ use axum::response::Response;
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::api::named::{self, NewNamed};
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
@@ -19,7 +19,7 @@ use crate::store::{Catalog, Named};
     params(Paging),
     responses((status = 200, body = List<Named>)),
 )]
-async fn list_collections(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Named>>> {
+async fn list_collections(Call(state, caller): Call, params: Params) -> Result<Json<List<Named>>> {
     named::list(&state, &caller, &params, Catalog::DataSourceCollections).await
 }
 
@@ -29,7 +29,10 @@ async fn list_collections(Ctx(state, caller): Ctx, params: Params) -> Result<Jso
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
-async fn create_collection(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) -> Result<Response> {
+async fn create_collection(
+    Call(state, caller): Call,
+    input: ApiJson<NewNamed>,
+) -> Result<Response> {
     let action = "data_source_collection.created";
     named::create(
         &state,
@@ -43,7 +46,7 @@ async fn create_collection(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) ->
 
 /// Get one data source collection.
 #[utoipa::path(get, path = "/api/v1/DataSourceCollection/{collectionId}", responses((status = 200, body = Named)))]
-async fn get_collection(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Named>> {
+async fn get_collection(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<Named>> {
     named::get(&state, &caller, id, Catalog::DataSourceCollections).await
 }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::audit::audited;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Code, Result};
@@ -82,7 +82,7 @@ fn clean_name(raw: Option<&str>) -> String {
     responses((status = 201, body = StoredFile)),
 )]
 async fn upload(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     headers: axum::http::HeaderMap,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response> {
@@ -179,7 +179,7 @@ async fn save(state: &AppState, id: Uuid, mut field: Field<'_>, max: u64) -> Res
 
 /// Get a file's metadata.
 #[utoipa::path(get, path = "/api/v1/File/{fileId}", responses((status = 200, body = StoredFile)))]
-async fn get_file(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<StoredFile>> {
+async fn get_file(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<StoredFile>> {
     Ok(Json(
         state
             .store

@@ -6,10 +6,10 @@
 mod agent;
 mod api_key;
 mod audit_log;
+mod call;
 mod connection;
 mod contract;
 mod conversation;
-mod ctx;
 mod data_source_collection;
 mod docs;
 mod file;

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::api::conversation::{ask, provider_failure, thread, Reading, Speaker, Thread, MESSAGE};
 use crate::audit::audited;
 use crate::audit::Actor;
@@ -83,7 +83,7 @@ pub struct RealtimeSessionCreated {
     responses((status = 201, body = RealtimeSessionCreated)),
 )]
 async fn create_session(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(agent_id): PathId,
     OptionalJson(body): OptionalJson<NewRealtimeSession>,
 ) -> Result<Response> {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::audit::audited;
 use crate::auth::{Guard, Policy};
 use crate::error::{ApiError, Result};
@@ -139,7 +139,7 @@ fn unknown_workspace(e: StoreError) -> ApiError {
     ),
     responses((status = 200, body = List<Task>)),
 )]
-async fn list_tasks(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Task>>> {
+async fn list_tasks(Call(state, caller): Call, params: Params) -> Result<Json<List<Task>>> {
     let mut errors = FieldErrors::default();
     let page = params.page(&mut errors);
     let workspace_id = params.get("WorkspaceId").and_then(|w| {
@@ -168,7 +168,7 @@ async fn list_tasks(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List
 /// Create a task in one of the organization's workspaces.
 #[utoipa::path(post, path = "/api/v1/Task", request_body = NewTask, responses((status = 201, body = Task)))]
 async fn create_task(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     ApiJson(input): ApiJson<NewTask>,
 ) -> Result<Response> {
     let now = state.settings.clock.now();
@@ -192,7 +192,7 @@ async fn create_task(
 
 /// Get one task.
 #[utoipa::path(get, path = "/api/v1/Task/{taskId}", responses((status = 200, body = Task)))]
-async fn get_task(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Task>> {
+async fn get_task(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<Task>> {
     Ok(Json(state.store.get_task(caller.org_id, id).await?))
 }
 
@@ -203,7 +203,7 @@ async fn get_task(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Ta
     responses((status = 200, body = Task)),
 )]
 async fn update_task(
-    Ctx(state, caller): Ctx,
+    Call(state, caller): Call,
     PathId(id): PathId,
     ApiJson(input): ApiJson<TaskUpdate>,
 ) -> Result<Response> {

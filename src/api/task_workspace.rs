@@ -4,7 +4,7 @@ use axum::response::Response;
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ctx::Ctx;
+use super::call::Call;
 use crate::api::named::{self, NewNamed};
 use crate::auth::{Guard, Policy};
 use crate::error::Result;
@@ -15,7 +15,7 @@ use crate::store::{Catalog, Named};
 
 /// List the organization's task workspaces, oldest first.
 #[utoipa::path(get, path = "/api/v1/TaskWorkspace", params(Paging), responses((status = 200, body = List<Named>)))]
-async fn list_workspaces(Ctx(state, caller): Ctx, params: Params) -> Result<Json<List<Named>>> {
+async fn list_workspaces(Call(state, caller): Call, params: Params) -> Result<Json<List<Named>>> {
     named::list(&state, &caller, &params, Catalog::TaskWorkspaces).await
 }
 
@@ -25,7 +25,7 @@ async fn list_workspaces(Ctx(state, caller): Ctx, params: Params) -> Result<Json
     request_body = NewNamed,
     responses((status = 201, body = Named)),
 )]
-async fn create_workspace(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) -> Result<Response> {
+async fn create_workspace(Call(state, caller): Call, input: ApiJson<NewNamed>) -> Result<Response> {
     named::create(
         &state,
         &caller,
@@ -38,7 +38,7 @@ async fn create_workspace(Ctx(state, caller): Ctx, input: ApiJson<NewNamed>) -> 
 
 /// Get one task workspace.
 #[utoipa::path(get, path = "/api/v1/TaskWorkspace/{workspaceId}", responses((status = 200, body = Named)))]
-async fn get_workspace(Ctx(state, caller): Ctx, PathId(id): PathId) -> Result<Json<Named>> {
+async fn get_workspace(Call(state, caller): Call, PathId(id): PathId) -> Result<Json<Named>> {
     named::get(&state, &caller, id, Catalog::TaskWorkspaces).await
 }
 
