@@ -194,15 +194,26 @@ fn bootstrap_audit(boot: &Bootstrap, user_id: Uuid, key: &NewKey) -> [AuditRecor
 /// `INSERT INTO {table} ({columns}) VALUES ($1, $2, ...)`: the columns joined, and a
 /// placeholder for each.
 fn insert_into(table: &str, columns: &[&str]) -> String {
-    insert_rows(table, &columns.join(", "), 1)
+    insert_rows(table, &columns.join(", "), 1, numbered)
 }
 
-/// `INSERT INTO {table} ({columns}) VALUES ($1, $2, ...), ...`: `rows` rows of placeholders.
-pub(super) fn insert_rows(table: &str, columns: &str, rows: usize) -> String {
+/// `$n`, the shared SQL's placeholder.
+fn numbered(n: usize) -> String {
+    format!("${n}")
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES ($1, $2, ...), ...`: `rows` rows of placeholders,
+/// each written by `placeholder` from its number.
+pub(super) fn insert_rows(
+    table: &str,
+    columns: &str,
+    rows: usize,
+    placeholder: fn(usize) -> String,
+) -> String {
     let width = columns.split(',').count();
     let values = (0..rows)
         .map(|row| {
-            let row = (1..=width).map(|n| format!("${}", row * width + n));
+            let row = (1..=width).map(|n| placeholder(row * width + n));
             format!("({})", row.collect::<Vec<_>>().join(", "))
         })
         .collect::<Vec<_>>()
