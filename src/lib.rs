@@ -19,6 +19,7 @@ pub mod key;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod password;
 pub mod provider;
 pub mod ratelimit;
 pub mod recorder;

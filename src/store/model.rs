@@ -461,6 +461,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     /// Finds a user by id or by email.
     async fn find_user(&self, id_or_email: &str) -> StoreResult<User>;
+    /// Sets a user's console password, as its PHC string; `NotFound` for no such user.
+    async fn set_password(&self, user_id: Uuid, password_hash: &str) -> StoreResult<()>;
+    /// A user's console password as stored, `None` while none is set.
+    async fn password_hash(&self, user_id: Uuid) -> StoreResult<Option<String>>;
 
     /// Adds a member, or changes the role of one: a role change keeps the membership, and
     /// with it the member's keys.

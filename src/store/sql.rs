@@ -626,6 +626,25 @@ impl<DB: Backend> Store for SqlStore<DB> {
             .await
     }
 
+    async fn set_password(&self, user_id: Uuid, password_hash: &str) -> StoreResult<()> {
+        let mut tx = write(&self.writer).await?;
+        let set = statement("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(Id(user_id));
+        if set.execute(&mut tx).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(DB::map_err)
+    }
+
+    async fn password_hash(&self, user_id: Uuid) -> StoreResult<Option<String>> {
+        let row = statement("SELECT password_hash FROM users WHERE id = $1")
+            .bind(Id(user_id))
+            .row(&self.reader)
+            .await?;
+        Option::<String>::read(&row, "password_hash")
+    }
+
     async fn add_member(&self, m: &Membership, audit: AuditRecord) -> StoreResult<()> {
         let mut tx = write(&self.writer).await?;
         // A role change keeps the membership's id, and so the keys created under it.

@@ -20,6 +20,7 @@ mod membership;
 mod model_server;
 mod openapi;
 mod outage;
+mod passwords;
 mod postgres;
 mod process;
 mod rate_limits;
