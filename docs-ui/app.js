@@ -188,6 +188,21 @@ function limits(doc, schema) {
   return { words: out, values: s.enum || null, pattern: s.format === "uuid" ? null : s.pattern || null, fallback: s.default };
 }
 
+// A button that shows and hides what it controls. Not a <details>: an operation's own
+// <summary> is the only one inside it.
+let disclosures = 0;
+function disclosure(label, content) {
+  const id = `disclosure-${++disclosures}`;
+  content.id = id;
+  content.hidden = true;
+  const button = el("button", { type: "button", class: "disclosure", "aria-expanded": "false", "aria-controls": id, text: label });
+  button.addEventListener("click", () => {
+    content.hidden = !content.hidden;
+    button.setAttribute("aria-expanded", String(!content.hidden));
+  });
+  return el("span", { class: "limit" }, button, content);
+}
+
 function limitsCell(doc, schema, description) {
   const cell = prose("td", description || flatten(doc, schema).description || "");
   const l = limits(doc, schema);
@@ -202,7 +217,7 @@ function limitsCell(doc, schema, description) {
   if (l.pattern) {
     // Long patterns (character classes that refuse control characters) are kept out of the way.
     if (l.pattern.length <= 48) notes.append(el("span", { class: "limit" }, "Pattern: ", el("code", { text: l.pattern })));
-    else notes.append(el("details", { class: "pattern" }, el("summary", { text: "Pattern" }), el("code", { text: l.pattern })));
+    else notes.append(disclosure("Pattern", el("code", { class: "pattern", text: l.pattern })));
   }
   if (notes.childNodes.length) cell.append(notes);
   return cell;
@@ -441,14 +456,16 @@ function responseOf(doc, r) {
   return r && r.$ref ? doc.components.responses[refName(r.$ref)] || {} : r || {};
 }
 
-// The problem codes a response's description names: `snake_case` words in backticks.
-function problemCodes(description) {
-  return [...(description || "").matchAll(/`([a-z]+(?:_[a-z]+)+)`/g)].map((m) => m[1]);
+// The problem codes a response's description names: `snake_case` words in backticks, but
+// for the problem document's own members (`errors`).
+function problemCodes(doc, description) {
+  const members = Object.keys(flatten(doc, { $ref: "#/components/schemas/Problem" }).properties || {});
+  return [...(description || "").matchAll(/`([a-z]+(?:_[a-z]+)*)`/g)].map((m) => m[1]).filter((c) => !members.includes(c));
 }
 
 // A problem document as the server sends it for this status, with its first code.
 function problemExample(doc, op, status, response) {
-  const codes = problemCodes(response.description);
+  const codes = problemCodes(doc, response.description);
   const code = codes[0] || "error";
   const detail = (response.description || "").replace(/^`[a-z_]+`:\s*/, "").replace(/`/g, "");
   const body = {
