@@ -231,32 +231,34 @@ function table(headings, rows, label) {
   return el("div", { class: "table-wrap" }, t);
 }
 
-function fieldCell(name, required) {
-  return el("td", { class: "field" }, el("code", { class: "name", text: name }),
-    required ? el("span", { class: "required", text: "required" }) : el("span", { class: "optional", text: "optional" }));
+// In a request, `required` is what the caller must send; in an answer, every member is there
+// unless it says "optional", so only that is marked.
+function fieldCell(name, required, answer) {
+  const mark = required ? (answer ? null : el("span", { class: "required", text: "required" })) : el("span", { class: "optional", text: "optional" });
+  return el("td", { class: "field" }, el("code", { class: "name", text: name }), mark);
 }
 
 // One row per member, nested objects as `parent.child` and `list[].child`.
-function schemaRows(doc, schema, prefix, depth, rows) {
+function schemaRows(doc, schema, prefix, depth, rows, answer) {
   const s = flatten(doc, schema);
   const required = s.required || [];
   for (const [name, sub] of Object.entries(s.properties || {})) {
     const full = prefix + name;
-    const row = el("tr", { "data-field": full }, fieldCell(full, required.includes(name)),
+    const row = el("tr", { "data-field": full }, fieldCell(full, required.includes(name), answer),
       el("td", { class: "type", text: typeLabel(doc, sub) }), limitsCell(doc, sub));
     rows.push(row);
     if (depth >= 3) continue;
     const inner = flatten(doc, sub);
-    if (inner.properties) schemaRows(doc, inner, `${full}.`, depth + 1, rows);
-    else if (inner.type === "array" && flatten(doc, inner.items).properties) schemaRows(doc, inner.items, `${full}[].`, depth + 1, rows);
+    if (inner.properties) schemaRows(doc, inner, `${full}.`, depth + 1, rows, answer);
+    else if (inner.type === "array" && flatten(doc, inner.items).properties) schemaRows(doc, inner.items, `${full}[].`, depth + 1, rows, answer);
   }
   return rows;
 }
 
-function schemaTable(doc, schema, label) {
+function schemaTable(doc, schema, label, answer) {
   const s = flatten(doc, schema);
   if (!s.properties) return el("p", {}, "A ", el("code", { text: typeLabel(doc, schema) }), ".");
-  return table(["Field", "Type", "Description"], schemaRows(doc, s, "", 0, []), label);
+  return table(["Field", "Type", "Description"], schemaRows(doc, s, "", 0, [], answer), label);
 }
 
 // ---- Code samples ----
@@ -652,7 +654,7 @@ function operationView(doc, path, method, op) {
     const json = content["application/json"];
     text.append(el("h4", {}, `${ok[0]} response `, el("span", { class: "media", text: json ? "application/json" : "no body" })));
     if (json) {
-      const t = schemaTable(doc, json.schema, `${ok[0]} response`);
+      const t = schemaTable(doc, json.schema, `${ok[0]} response`, true);
       t.classList && t.classList.add("response-schema");
       text.append(t);
     }

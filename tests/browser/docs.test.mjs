@@ -231,7 +231,8 @@ test("request and response schemas are tables with each field's limits", { skip 
   assert.match(await name.innerText(), /1–100 characters/);
   assert.match(await create.locator(".request-schema tr[data-field=description]").innerText(), /optional[\s\S]*up to 2,000 characters/);
   const id = create.locator(".response-schema tr[data-field=id]");
-  assert.match(await id.innerText(), /id\s+required\s+string \(uuid\)/);
+  assert.match(await id.innerText(), /^id\s+string \(uuid\)/);
+  assert.match(await create.locator(".response-schema tr[data-field=model]").innerText(), /model\s+optional\s+string or null/);
 
   const list = page.locator("details#list_agents");
   await list.locator("summary").click();
