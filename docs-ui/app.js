@@ -479,11 +479,15 @@ function problemExample(doc, op, status, response) {
     requestId: "0190a1b2c3d47e5f80718293a4b5c6d8",
   };
   if (code === "validation_error") {
+    // The first required member of the body, else the first query parameter, with its limit.
     const content = op.requestBody && op.requestBody.content && op.requestBody.content["application/json"];
-    const required = content ? flatten(doc, content.schema).required || [] : [];
-    const field = required[0] || ((op.parameters || []).find((p) => p.in === "query") || {}).name || "name";
+    const sent = content ? flatten(doc, content.schema) : {};
+    const query = (op.parameters || []).find((p) => p.in === "query");
+    const field = (sent.required || [])[0] || (query && query.name) || "body";
+    const schema = (sent.properties || {})[field] || (query && query.schema) || {};
+    const words = limits(doc, schema).words;
     body.detail = "The request is not valid; see errors for each field.";
-    body.errors = { [field]: ["must be 1 to 100 characters"] };
+    body.errors = { [field]: [words.length ? `must be ${words[0]}` : "is not valid"] };
   }
   return body;
 }

@@ -260,6 +260,9 @@ test("examples are realistic: one per status, errors as problem documents with t
   assert.equal(conflict.status, 409);
   assert.equal(conflict.code, "conflict");
   assert.equal(conflict.type, "/docs/errors#conflict");
+  const invalid = await shown("400");
+  assert.equal(invalid.code, "validation_error");
+  assert.deepEqual(invalid.errors, { name: ["must be 1–100 characters"] }, "the field with its own limit");
   const unauthorized = await shown("401");
   assert.ok(["missing_api_key", "invalid_api_key", "expired_api_key", "missing_org_id"].includes(unauthorized.code));
   // A prefilled body holds no empty text for a required field.
