@@ -170,3 +170,106 @@ test("a prefilled Try request works as it is, and a missing path id is caught by
   assert.equal(await respond.locator(".status").count(), 0, "the earlier answer is cleared");
   await context.close();
 });
+
+test("the sidebar lists every operation of the document, and its links open them", { skip }, async () => {
+  const { context, page } = await openDocs();
+  const doc = await (await fetch(`${base}/openapi.json`)).json();
+  const ids = Object.values(doc.paths).flatMap((item) => Object.values(item).map((op) => op.operationId));
+  const links = await page.locator("#sidebar a").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
+  assert.deepEqual([...links].sort(), ids.map((id) => `#${id}`).sort());
+  for (const id of ids) assert.equal(await page.locator(`details.op#${id}`).count(), 1, id);
+
+  for (const id of ["create_agent", "get_workspace"]) {
+    const link = page.locator(`#sidebar a[href="#${id}"]`);
+    assert.match(await link.locator(".method").innerText(), /^(GET|POST|PUT|DELETE)$/);
+    await link.click();
+    const op = page.locator(`details#${id}`);
+    await page.waitForFunction((i) => document.getElementById(i).open, id);
+    assert.ok(page.url().endsWith(`#${id}`));
+    // It lands below the sticky header, at the top of what is in view.
+    const box = await op.locator("summary").boundingBox();
+    const header = await page.locator("body > header").boundingBox();
+    assert.ok(box.y >= header.y + header.height - 1 && box.y < 400, `${id} in view at ${box.y}`);
+  }
+  await context.close();
+});
+
+test("each language's sample reads the credentials from the environment, never the typed ones", { skip }, async () => {
+  const { context, page } = await openDocs();
+  await page.getByLabel("X-Api-Key").fill(key);
+  await page.getByLabel("X-Org-Id").fill(org);
+  const create = page.locator("details#create_agent");
+  await create.locator("summary").click();
+  const expected = {
+    curl: [/\$SIESTA_API_KEY/, /\$SIESTA_ORG_ID/, /curl -X POST/],
+    Python: [/os\.environ\["SIESTA_API_KEY"\]/, /os\.environ\["SIESTA_ORG_ID"\]/, /requests\.post\(/],
+    JavaScript: [/process\.env\.SIESTA_API_KEY/, /process\.env\.SIESTA_ORG_ID/, /await fetch\(/],
+    Rust: [/std::env::var\("SIESTA_API_KEY"\)/, /std::env::var\("SIESTA_ORG_ID"\)/, /reqwest::Client::new\(\)/],
+  };
+  const samples = create.getByRole("tablist", { name: "Language" });
+  for (const [language, patterns] of Object.entries(expected)) {
+    await samples.getByRole("tab", { name: language }).click();
+    const panel = create.locator(".samples [role=tabpanel]:not([hidden]) pre");
+    const text = await panel.innerText();
+    for (const p of patterns) assert.match(text, p, language);
+    assert.match(text, /"name": "Support triage"/, `${language} sends the example body`);
+    assert.ok(!text.includes(key) && !text.includes(org), `${language} holds no typed credential`);
+  }
+  // The language chosen is the one every operation shows.
+  const me = page.locator("details#me");
+  await me.locator("summary").click();
+  assert.equal(await me.getByRole("tab", { name: "Rust" }).getAttribute("aria-selected"), "true");
+  await context.close();
+});
+
+test("request and response schemas are tables with each field's limits", { skip }, async () => {
+  const { context, page } = await openDocs();
+  const create = page.locator("details#create_agent");
+  await create.locator("summary").click();
+  const name = create.locator(".request-schema tr[data-field=name]");
+  assert.match(await name.innerText(), /name\s+required\s+string/);
+  assert.match(await name.innerText(), /1–100 characters/);
+  assert.match(await create.locator(".request-schema tr[data-field=description]").innerText(), /optional[\s\S]*up to 2,000 characters/);
+  const id = create.locator(".response-schema tr[data-field=id]");
+  assert.match(await id.innerText(), /^id\s+string \(uuid\)/);
+  assert.match(await create.locator(".response-schema tr[data-field=model]").innerText(), /model\s+optional\s+string or null/);
+
+  const list = page.locator("details#list_agents");
+  await list.locator("summary").click();
+  assert.match(await list.locator("tr[data-field=Limit]").innerText(), /query[\s\S]*1 to 100/);
+  assert.ok(await list.locator(".response-schema tr[data-field='items[].name']").count(), "nested members are listed");
+  await context.close();
+});
+
+test("examples are realistic: one per status, errors as problem documents with their codes", { skip }, async () => {
+  const { context, page } = await openDocs();
+  const create = page.locator("details#create_agent");
+  await create.locator("summary").click();
+  const statuses = create.getByRole("tablist", { name: "Status" });
+  const doc = await (await fetch(`${base}/openapi.json`)).json();
+  const documented = Object.keys(doc.paths["/api/v1/Agent"].post.responses);
+  assert.deepEqual(await statuses.getByRole("tab").allInnerTexts(), documented);
+  const shown = async (status) => {
+    await statuses.getByRole("tab", { name: status }).click();
+    return JSON.parse(await create.locator(".examples [role=tabpanel]:not([hidden]) pre").innerText());
+  };
+  const created = await shown("201");
+  assert.equal(created.name, "Support triage");
+  assert.match(created.id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  const conflict = await shown("409");
+  assert.equal(conflict.status, 409);
+  assert.equal(conflict.code, "conflict");
+  assert.equal(conflict.type, "/docs/errors#conflict");
+  const invalid = await shown("400");
+  assert.equal(invalid.code, "validation_error");
+  assert.deepEqual(invalid.errors, { name: ["must be 1–100 characters"] }, "the field with its own limit");
+  const unauthorized = await shown("401");
+  assert.ok(["missing_api_key", "invalid_api_key", "expired_api_key", "missing_org_id"].includes(unauthorized.code));
+  // A prefilled body holds no empty text for a required field.
+  const task = page.locator("details#create_task");
+  await task.locator("summary").click();
+  const body = JSON.parse(await task.locator("textarea").inputValue());
+  assert.ok(body.title && body.workspaceId, "required members have values");
+  for (const v of Object.values(body)) assert.notEqual(v, "");
+  await context.close();
+});
