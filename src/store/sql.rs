@@ -297,10 +297,7 @@ pub(super) const FORGOTTEN_PER_STATEMENT: usize = 100;
 
 /// `$1, $2, ..., $n`.
 fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (1..=n).map(numbered).collect::<Vec<_>>().join(", ")
 }
 
 /// `sql`, locking the rows it reads until the transaction ends where the database locks
