@@ -534,6 +534,11 @@ function tryForm(doc, path, method, op) {
     const input = el("input", { id: `${op.operationId}-${p.name}`, name: p.name, "data-in": p.in, autocomplete: "off", spellcheck: "false" });
     // The browser says so by the field, instead of sending a request to a broken path.
     if (p.required) input.required = true;
+    // What the field takes, so an empty one is not a guess: its limits, values and default.
+    const l = limits(doc, p.schema || {});
+    const hint = [...l.words, ...(l.values ? [`one of ${l.values.join(", ")}`] : [])];
+    if (l.fallback !== undefined) hint.push(`default ${l.fallback}`);
+    if (hint.length) input.placeholder = hint.join("; ");
     form.append(input);
   }
   let bodyArea = null;

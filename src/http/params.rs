@@ -217,8 +217,13 @@ pub fn refuse_duplicate_params(uri: &Uri) -> Result<(), ApiError> {
 pub struct List<T> {
     pub items: Vec<T>,
     /// Number of all matching items, across pages.
+    #[schema(example = 1)]
     pub total: i64,
+    /// Items skipped before this page.
+    #[schema(example = 0)]
     pub offset: i64,
+    /// Items a page holds at most.
+    #[schema(example = 25)]
     pub limit: i64,
 }
 

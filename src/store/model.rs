@@ -180,10 +180,14 @@ pub struct KeyFilter {
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     pub id: Uuid,
+    #[schema(example = "Support triage")]
     pub name: String,
+    #[schema(example = "Sorts incoming tickets.")]
     pub description: String,
+    #[schema(example = "Answer briefly.")]
     pub instructions: String,
     /// The model that answers for this agent; when absent the server's default.
+    #[schema(example = "llama3.1:8b")]
     pub model: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -203,7 +207,9 @@ pub struct AgentFields {
 #[serde(rename_all = "camelCase")]
 pub struct Named {
     pub id: Uuid,
+    #[schema(example = "Customer support")]
     pub name: String,
+    #[schema(example = "The support team's work.")]
     pub description: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -255,7 +261,9 @@ pub struct Task {
     pub id: Uuid,
     /// The workspace the task lives in; always one of the organization's own.
     pub workspace_id: Uuid,
+    #[schema(example = "Reply to the refund request")]
     pub title: String,
+    #[schema(example = "Refund order 1042.")]
     pub description: String,
     pub status: TaskStatus,
     pub created_at: Timestamp,
